@@ -1,0 +1,3 @@
+"""dialoglab: train, compare and chat with conversational models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Corpus readers, dialogue records, tokenizers and the DataModule."""

@@ -1,0 +1,241 @@
+"""DialogueDataModule: read a corpus, build examples, split by group, tokenize, cache, batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from dialoglab.data.cache import CACHE_FORMAT, atomic_torch_save, cache_key, load_cache
+from dialoglab.data.dialogue import Example, build_examples, split_by_group
+from dialoglab.data.encoded import EncodedPairs
+from dialoglab.data.tokenization import WordTokenizer
+from dialoglab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+LENGTH_POLICIES = ("filter", "truncate")
+
+
+class DialogueDataModule(LightningDataModule):
+    """One DataModule for every corpus: the reader decides the format, the tokenizer the ids.
+
+    `reader` is a factory (Hydra `_partial_`) called with `path` and `strict`; the tokenizer is
+    fitted on the training split only, unless it arrives already fitted (from a checkpoint).
+    """
+
+    def __init__(
+        self,
+        reader: Callable[..., Any],
+        tokenizer: WordTokenizer | None = None,
+        path: str | None = None,
+        strict: bool = False,
+        context_turns: int = 0,
+        max_length: int = 10,
+        length_policy: str = "filter",
+        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str | None = "data/cache",
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be a positive integer, got {batch_size}")
+        if length_policy not in LENGTH_POLICIES:
+            raise ConfigError(
+                f"data.length_policy must be one of {LENGTH_POLICIES}, got {length_policy!r}"
+            )
+        if max_length < 2:
+            raise ConfigError(f"data.max_length must be >= 2 (words + <eos>), got {max_length}")
+        if len(split) != 3:
+            raise ConfigError(
+                f"data.split must have 3 ratios (train, val, test), got {list(split)}"
+            )
+        self.reader_factory = reader
+        self.tokenizer = tokenizer if tokenizer is not None else WordTokenizer()
+        self.vocab_given = self.tokenizer.fitted  # a checkpoint's vocabulary: never refitted
+        self.path = path
+        self.strict = strict
+        self.context_turns = context_turns
+        self.max_length = max_length
+        self.length_policy = length_policy
+        self.split = tuple(float(r) for r in split)
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.splits: dict[str, EncodedPairs] = {}
+        self.read_stats: dict[str, Any] = {}
+
+    # -- reading and encoding ------------------------------------------------------------------
+    def make_reader(self) -> Any:
+        kwargs: dict[str, Any] = {"strict": self.strict}
+        if self.path is not None:
+            kwargs["path"] = self.path
+        return self.reader_factory(**kwargs)
+
+    def examples_by_split(self, reader: Any) -> dict[str, list[Example]]:
+        dialogues, stats = reader.read()
+        self.read_stats = {"dialogues": len(dialogues), "skipped": dict(stats.skipped)}
+        if not dialogues:
+            raise DataError("the corpus holds no usable dialogue", str(self.path or reader))
+        parts = split_by_group(dialogues, self.split, self.split_seed)
+        return {
+            name: build_examples(part, self.context_turns)
+            for name, part in zip(SPLITS, parts, strict=True)
+        }
+
+    def encode(self, examples: list[Example]) -> EncodedPairs:
+        """Ids of (persona + context, response), filtered or truncated to `max_length` with <eos>."""
+        tok, limit = self.tokenizer, self.max_length - 1  # room for <eos>
+        sources, targets, n_words = [], [], []
+        for ex in examples:
+            src = tok.encode_context(ex.persona, ex.context)
+            tgt = tok.encode(ex.response)
+            if not tgt:
+                continue
+            if len(src) > limit or len(tgt) > limit:
+                if self.length_policy == "filter":
+                    continue
+                src, tgt = src[-limit:], tgt[:limit]
+            sources.append(src)
+            targets.append(tgt)
+            n_words.append(max(1, tok.count_words(tok.decode(tgt))))
+        return EncodedPairs.from_lists(sources, targets, n_words)
+
+    def cache_description(self, reader: Any) -> dict[str, Any]:
+        return {
+            "reader": reader.fingerprint(),
+            "tokenizer": self.tokenizer.config(),
+            "context_turns": self.context_turns,
+            "max_length": self.max_length,
+            "length_policy": self.length_policy,
+            "split": list(self.split),
+            "split_seed": self.split_seed,
+        }
+
+    def build(self) -> dict[str, Any]:
+        """Read, split, fit the tokenizer (unless fitted), encode: the object that gets cached."""
+        reader = self.make_reader()
+        examples = self.examples_by_split(reader)
+        if not self.tokenizer.fitted:
+            self.tokenizer.fit_examples(examples["train"])
+        splits = {name: self.encode(exs) for name, exs in examples.items()}
+        counts = {name: len(exs) for name, exs in examples.items()}
+        if len(splits["train"]) == 0:
+            raise DataError(
+                f"all {counts['train']} training examples were dropped by "
+                f"data.max_length={self.max_length}: raise data.max_length or set "
+                "data.length_policy=truncate",
+                str(self.path or "corpus"),
+            )
+        return {
+            "format": CACHE_FORMAT,
+            "tokenizer": self.tokenizer.state_dict(),
+            "splits": {name: s.state_dict() for name, s in splits.items()},
+            "stats": {**self.read_stats, "examples": counts},
+        }
+
+    def cache_path(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        description = self.cache_description(self.make_reader())
+        if self.vocab_given:  # encoded with a checkpoint's vocabulary: its own cache entry
+            description["vocab"] = self.tokenizer.fingerprint()
+        return self.cache_dir / cache_key(description) / "data.pt"
+
+    # -- Lightning hooks -----------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Build the cache once (rank 0); downloads the corpus when its reader is told to."""
+        path = self.cache_path()
+        if path is not None and load_cache(path) is None:
+            atomic_torch_save(self.build(), path)
+            log.info("cached processed data at %s", path)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        path = self.cache_path()
+        data = load_cache(path) if path is not None else None
+        if data is None:
+            data = self.build()
+            if path is not None:
+                atomic_torch_save(data, path)
+        elif not self.tokenizer.fitted:
+            self.tokenizer.load_state_dict(data["tokenizer"])
+        self.read_stats = data["stats"]
+        self.splits = {name: EncodedPairs.from_state_dict(s) for name, s in data["splits"].items()}
+        log.info("data: %s", self.describe())
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{name} {len(s)}" for name, s in self.splits.items())
+        skipped = sum(self.read_stats.get("skipped", {}).values())
+        return f"{sizes} examples; vocabulary {len(self.tokenizer)}; {skipped} corpus rows skipped"
+
+    # -- batches -------------------------------------------------------------------------------
+    def collate(self, split: EncodedPairs, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Pad a batch: src (B,S), decoder_input = <sos>+reply (B,T), target = reply+<eos> (B,T)."""
+        tok = self.tokenizer
+        src_lengths = split.source_lengths()[indices] + 1
+        tgt_lengths = split.target_lengths()[indices] + 1
+        B, S, T = len(indices), int(src_lengths.max()), int(tgt_lengths.max())
+        src = torch.full((B, S), tok.pad_id, dtype=torch.long)
+        decoder_input = torch.full((B, T), tok.pad_id, dtype=torch.long)
+        target = torch.full((B, T), tok.pad_id, dtype=torch.long)
+        for row, i in enumerate(indices):
+            s, t = split.source(i), split.target(i)
+            src[row, : len(s)] = s
+            src[row, len(s)] = tok.eos_id
+            decoder_input[row, 0] = tok.sos_id
+            decoder_input[row, 1 : len(t) + 1] = t
+            target[row, : len(t)] = t
+            target[row, len(t)] = tok.eos_id
+        return {
+            "src": src,
+            "src_lengths": src_lengths,
+            "decoder_input": decoder_input,
+            "target": target,
+            "n_words": split.n_words[indices].long(),
+            "index": torch.tensor(indices, dtype=torch.long),
+        }
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if not self.splits:
+            self.setup()
+        split = self.splits[name]
+        if len(split) == 0:
+            raise DataError(
+                f"the {name} split is empty: the corpus has too few groups for data.split="
+                f"{list(self.split)}; use a bigger corpus or other ratios",
+                str(self.path or "corpus"),
+            )
+        return DataLoader(
+            range(len(split)),  # type: ignore[arg-type]
+            batch_size=self.batch_size if name == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            collate_fn=partial(self.collate, split),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,1 @@
+"""Entry-point logic: training, evaluation, and the helpers they share."""

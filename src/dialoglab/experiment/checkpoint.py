@@ -1,0 +1,66 @@
+"""Load a dialoglab checkpoint and rebuild tokenizer and model from it alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dialoglab.errors import CheckpointError
+from dialoglab.models.dialogue_module import CHECKPOINT_KEY, DialogueModule
+
+
+@dataclass
+class Restored:
+    """A model rebuilt from a checkpoint, with the run config that trained it."""
+
+    cfg: DictConfig
+    model: DialogueModule
+    checkpoint: dict[str, Any]
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """torch.load(weights_only=True) with errors that say what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"ckpt_path={path}: no such file. Training writes checkpoints to "
+            "outputs/train/runs/<run>/checkpoints/ (best: epoch_*.ckpt, latest: last.ckpt)."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"ckpt_path={path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). It may be truncated or another kind "
+            "of file; use last.ckpt or another epoch_*.ckpt of the run."
+        ) from err
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+        raise CheckpointError(
+            f"ckpt_path={path}: a PyTorch file, but not a dialoglab checkpoint (it has no "
+            f"'{CHECKPOINT_KEY}' entry holding config and tokenizer)."
+        )
+    return checkpoint
+
+
+def restore_model(path: str | Path) -> Restored:
+    """Rebuild tokenizer and model exactly as trained, on CPU, from the checkpoint alone."""
+    checkpoint = load_checkpoint(path)
+    payload = checkpoint[CHECKPOINT_KEY]
+    cfg = OmegaConf.create(payload["config"])
+    tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
+    tokenizer.load_state_dict(payload["tokenizer"])
+    model: DialogueModule = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"ckpt_path={path}: its weights do not fit the model its config describes ({err})"
+        ) from err
+    model.run_config = payload["config"]
+    model.eval()
+    return Restored(cfg=cfg, model=model, checkpoint=checkpoint)

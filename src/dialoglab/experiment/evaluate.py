@@ -1,0 +1,55 @@
+"""Evaluate a checkpoint: rebuild model, tokenizer and data settings from the checkpoint alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
+from dialoglab.experiment.checkpoint import restore_model
+from dialoglab.experiment.runner import CONFIG_DIR, report_run, run_task
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test metrics of `cfg.ckpt_path` on its own data (or `cfg.data` overrides), printed and saved."""
+    restored = restore_model(cfg.ckpt_path)
+    run_cfg, model = restored.cfg, restored.model
+    data_cfg = run_cfg.data
+    if cfg.get("data"):
+        data_cfg = OmegaConf.merge(data_cfg, cfg.data)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(data_cfg, tokenizer=model.tokenizer)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    stage = cfg.get("split", "test")
+    run = trainer.validate if stage == "val" else trainer.test
+    run(model, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    output_dir = Path(cfg.paths.output_dir)
+    result = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "split": stage,
+        "metrics": metrics,
+        "samples": [
+            dict(zip(("context", "reference", "reply"), s, strict=True)) for s in model.samples
+        ],
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    report_run("eval", output_dir, metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with open_dict(cfg):
+        cfg.setdefault("data", {})
+    run_task(evaluate, cfg)

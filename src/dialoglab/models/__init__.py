@@ -1,0 +1,1 @@
+"""Models: plain nn.Module networks (components) and their training wrappers."""

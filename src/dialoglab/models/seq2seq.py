@@ -1,0 +1,136 @@
+"""Seq2SeqModule: the GRU/LSTM encoder + Luong-attention decoder trained as a LightningModule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dialoglab.data.tokenization import WordTokenizer
+from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
+from dialoglab.models.dialogue_module import DialogueModule
+
+
+class Seq2SeqModule(DialogueModule):
+    """Teacher-forced training of `GRUAttnSeq2Seq` (whole target in one decoder call when the
+    teacher-forcing ratio is 1; the step-by-step scheduled-sampling path when it is below 1)."""
+
+    family = "seq2seq"
+
+    def __init__(
+        self,
+        tokenizer: WordTokenizer,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        hidden_size: int = 500,
+        encoder_n_layers: int = 2,
+        decoder_n_layers: int = 2,
+        dropout: float = 0.1,
+        attention: str = "dot",
+        rnn_type: str = "gru",
+        teacher_forcing_ratio: float = 1.0,
+        label_smoothing: float = 0.0,
+        decoder_lr_ratio: float = 5.0,
+        max_reply_length: int = 20,
+        scheduler: Callable[..., Any] | None = None,
+        val_generate: int = 256,
+        n_samples: int = 8,
+    ) -> None:
+        super().__init__(tokenizer, optimizer, scheduler, val_generate, n_samples)
+        self.save_hyperparameters(ignore=["tokenizer", "optimizer", "scheduler"])
+        self.config = GRUAttnConfig(
+            vocab_size=len(tokenizer),
+            pad_id=tokenizer.pad_id,
+            sos_id=tokenizer.sos_id,
+            eos_id=tokenizer.eos_id,
+            hidden_size=hidden_size,
+            encoder_n_layers=encoder_n_layers,
+            decoder_n_layers=decoder_n_layers,
+            dropout=dropout,
+            attention=attention,
+            rnn_type=rnn_type,
+        )
+        self.net = GRUAttnSeq2Seq(self.config)
+        self.teacher_forcing_ratio = teacher_forcing_ratio
+        self._label_smoothing = label_smoothing
+        self.decoder_lr_ratio = decoder_lr_ratio
+        self.max_reply_length = max_reply_length
+
+    @property
+    def label_smoothing(self) -> float:
+        return self._label_smoothing
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (B, T, V) of the reply tokens."""
+        if self.training and self.teacher_forcing_ratio < 1.0:
+            return self.net.forward_stepwise(
+                batch["src"],
+                batch["src_lengths"],
+                batch["decoder_input"],
+                self.teacher_forcing_ratio,
+            )
+        return self.net(batch["src"], batch["src_lengths"], batch["decoder_input"])
+
+    def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
+        logits = self(batch)  # (B, T, V)
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch["target"].flatten(),
+            ignore_index=self.config.pad_id,
+            reduction="sum",
+            label_smoothing=label_smoothing,
+        )
+
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (batch["target"] != self.config.pad_id).sum()
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Embedding + encoder at `lr`, decoder at `lr * decoder_lr_ratio` (as in the tutorial)."""
+        decoder = list(self.net.decoder.parameters())
+        decoder_ids = {id(p) for p in decoder}
+        others = [p for p in self.net.parameters() if id(p) not in decoder_ids]
+        return [
+            {"params": others, "lr": lr},
+            {"params": decoder, "lr": lr * self.decoder_lr_ratio},
+        ]
+
+    # -- replies -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_ids(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        tokens, _ = self.net.greedy_decode(src, src_lengths, self.max_reply_length)
+        return tokens
+
+    def generate_replies(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        tokens = self.generate_ids(batch["src"], batch["src_lengths"]).tolist()
+        return [self.tokenizer.decode(row) for row in tokens]
+
+    def reference_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        return [self.tokenizer.decode(row) for row in batch["target"].tolist()]
+
+    def context_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        tok = self.tokenizer
+        return [tok.decode(row).replace(" <sep> ", " | ") for row in batch["src"].tolist()]
+
+    def encode_contexts(
+        self, contexts: Sequence[Sequence[str]], max_source_length: int = 100
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw-text contexts -> padded source ids (B, S) ending in <eos>, and their lengths."""
+        tok = self.tokenizer
+        rows = [
+            [*tok.encode_context((), ctx)[-(max_source_length - 1) :], tok.eos_id]
+            for ctx in contexts
+        ]
+        src = torch.full((len(rows), max(map(len, rows))), tok.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            src[i, : len(row)] = torch.tensor(row)
+        return src.to(self.device), torch.tensor([len(r) for r in rows])
+
+    @torch.no_grad()
+    def reply(self, contexts: Sequence[Sequence[str]]) -> list[str]:
+        was_training = self.training
+        self.eval()
+        src, lengths = self.encode_contexts(contexts)
+        replies = [self.tokenizer.decode(row) for row in self.generate_ids(src, lengths).tolist()]
+        self.train(was_training)
+        return replies

@@ -1,0 +1,79 @@
+"""Shared fixtures: compose real configs from conf/ into a temporary run directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from dialoglab.experiment import resolvers  # noqa: F401
+from dialoglab.experiment.runner import CONFIG_DIR
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CORNELL_SUBSET = REPO_ROOT.parent / "shared" / "data" / "cornell-subset"
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def cornell_subset() -> Path:
+    """The real Cornell slice beside the checkout; tests that need it skip when it is absent."""
+    if not (CORNELL_SUBSET / "movie_lines.txt").is_file():
+        pytest.skip(f"the shared Cornell slice is absent ({CORNELL_SUBSET})")
+    return CORNELL_SUBSET
+
+
+def compose_config(
+    config_name: str, overrides: list[str], root: Path, output_dir: Path | None = None
+) -> DictConfig:
+    """Compose conf/<config_name>.yaml like the CLI does, rooted at `root` (data, outputs)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name,
+            overrides=[f"paths.root_dir={root}", *overrides],
+            return_hydra_config=True,
+        )
+    output_dir = output_dir or root / "run"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(root)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """make_cfg("train", ["model=gru_attn", ...]) -> a composed config rooted in tmp_path."""
+
+    def _make(config_name: str, overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+        return compose_config(config_name, overrides, tmp_path, output_dir)
+
+    yield _make
+    GlobalHydra.instance().clear()
+
+
+# Small and fast: a tiny model, CSV logging, a couple of batches.
+TINY_GRU = [
+    "model.hidden_size=16",
+    "model.encoder_n_layers=1",
+    "model.decoder_n_layers=1",
+    "model.val_generate=16",
+    "logger=csv",
+    "trainer.accelerator=cpu",
+    "sample_replies=2",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+]
