@@ -8,7 +8,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -29,6 +28,8 @@ class DialogueDataModule(LightningDataModule):
 
     `reader` is a factory (Hydra `_partial_`) called with `path` and `strict`; the tokenizer is
     fitted on the training split only, unless it arrives already fitted (from a checkpoint).
+    The tokenizer also owns the model family's example layout: `encode_examples` turns examples
+    into `EncodedPairs` and `collate` pads a batch of them (see `WordTokenizer`).
     """
 
     def __init__(
@@ -98,22 +99,7 @@ class DialogueDataModule(LightningDataModule):
         }
 
     def encode(self, examples: list[Example]) -> EncodedPairs:
-        """Ids of (persona + context, response), filtered or truncated to `max_length` with <eos>."""
-        tok, limit = self.tokenizer, self.max_length - 1  # room for <eos>
-        sources, targets, n_words = [], [], []
-        for ex in examples:
-            src = tok.encode_context(ex.persona, ex.context)
-            tgt = tok.encode(ex.response)
-            if not tgt:
-                continue
-            if len(src) > limit or len(tgt) > limit:
-                if self.length_policy == "filter":
-                    continue
-                src, tgt = src[-limit:], tgt[:limit]
-            sources.append(src)
-            targets.append(tgt)
-            n_words.append(max(1, tok.count_words(tok.decode(tgt))))
-        return EncodedPairs.from_lists(sources, targets, n_words)
+        return self.tokenizer.encode_examples(examples, self.max_length, self.length_policy)
 
     def cache_description(self, reader: Any) -> dict[str, Any]:
         return {
@@ -185,32 +171,6 @@ class DialogueDataModule(LightningDataModule):
         return f"{sizes} examples; vocabulary {len(self.tokenizer)}; {skipped} corpus rows skipped"
 
     # -- batches -------------------------------------------------------------------------------
-    def collate(self, split: EncodedPairs, indices: list[int]) -> dict[str, torch.Tensor]:
-        """Pad a batch: src (B,S), decoder_input = <sos>+reply (B,T), target = reply+<eos> (B,T)."""
-        tok = self.tokenizer
-        src_lengths = split.source_lengths()[indices] + 1
-        tgt_lengths = split.target_lengths()[indices] + 1
-        B, S, T = len(indices), int(src_lengths.max()), int(tgt_lengths.max())
-        src = torch.full((B, S), tok.pad_id, dtype=torch.long)
-        decoder_input = torch.full((B, T), tok.pad_id, dtype=torch.long)
-        target = torch.full((B, T), tok.pad_id, dtype=torch.long)
-        for row, i in enumerate(indices):
-            s, t = split.source(i), split.target(i)
-            src[row, : len(s)] = s
-            src[row, len(s)] = tok.eos_id
-            decoder_input[row, 0] = tok.sos_id
-            decoder_input[row, 1 : len(t) + 1] = t
-            target[row, : len(t)] = t
-            target[row, len(t)] = tok.eos_id
-        return {
-            "src": src,
-            "src_lengths": src_lengths,
-            "decoder_input": decoder_input,
-            "target": target,
-            "n_words": split.n_words[indices].long(),
-            "index": torch.tensor(indices, dtype=torch.long),
-        }
-
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         if not self.splits:
             self.setup()
@@ -225,7 +185,7 @@ class DialogueDataModule(LightningDataModule):
             range(len(split)),  # type: ignore[arg-type]
             batch_size=self.batch_size if name == "train" else self.eval_batch_size,
             shuffle=shuffle,
-            collate_fn=partial(self.collate, split),
+            collate_fn=partial(self.tokenizer.collate, split),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -10,7 +10,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
+
 from dialoglab.data.dialogue import Example
+from dialoglab.data.encoded import EncodedPairs
 
 PAD, SOS, EOS, UNK, SEP = "<pad>", "<sos>", "<eos>", "<unk>", "<sep>"
 SPECIALS = (PAD, SOS, EOS, UNK, SEP)
@@ -130,6 +133,55 @@ class WordTokenizer:
     def count_words(self, text: str) -> int:
         """Words of a reference reply, the unit of `ppl_word` (punctuation tokens excluded)."""
         return len(_WORD_ONLY.findall(self.normalize(text)))
+
+    # -- examples and batches (the seq2seq layout) ---------------------------------------------
+    def encode_examples(
+        self, examples: Sequence[Example], max_length: int, length_policy: str
+    ) -> EncodedPairs:
+        """(persona + context, reply) ids, filtered or truncated to `max_length` tokens with <eos>."""
+        limit = max_length - 1  # room for <eos>
+        sources, targets, n_words = [], [], []
+        for ex in examples:
+            src = self.encode_context(ex.persona, ex.context)
+            tgt = self.encode(ex.response)
+            if not tgt:
+                continue
+            if len(src) > limit or len(tgt) > limit:
+                if length_policy == "filter":
+                    continue
+                src, tgt = (
+                    src[-limit:],
+                    tgt[:limit],
+                )  # the context keeps its end, the reply its start
+            sources.append(src)
+            targets.append(tgt)
+            n_words.append(max(1, self.count_words(self.decode(tgt))))
+        return EncodedPairs.from_lists(sources, targets, n_words)
+
+    def collate(self, split: EncodedPairs, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Pad a batch: src (B,S), decoder_input = <sos>+reply (B,T), target = reply+<eos> (B,T)."""
+        src_lengths = split.source_lengths()[indices] + 1
+        tgt_lengths = split.target_lengths()[indices] + 1
+        B, S, T = len(indices), int(src_lengths.max()), int(tgt_lengths.max())
+        src = torch.full((B, S), self.pad_id, dtype=torch.long)
+        decoder_input = torch.full((B, T), self.pad_id, dtype=torch.long)
+        target = torch.full((B, T), self.pad_id, dtype=torch.long)
+        for row, i in enumerate(indices):
+            s, t = split.source(i), split.target(i)
+            src[row, : len(s)] = s
+            src[row, len(s)] = self.eos_id
+            decoder_input[row, 0] = self.sos_id
+            decoder_input[row, 1 : len(t) + 1] = t
+            target[row, : len(t)] = t
+            target[row, len(t)] = self.eos_id
+        return {
+            "src": src,
+            "src_lengths": src_lengths,
+            "decoder_input": decoder_input,
+            "target": target,
+            "n_words": split.n_words[indices].long(),
+            "index": torch.tensor(indices, dtype=torch.long),
+        }
 
     # -- state ---------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
