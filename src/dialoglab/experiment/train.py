@@ -63,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     samples = []
     if cfg.get("sample_replies", 0) and trainer.is_global_zero:
-        prompts = list(SAMPLE_PROMPTS[: cfg.sample_replies])
+        prompts = list(cfg.sample_prompts)[: cfg.sample_replies]
         samples = list(zip(prompts, model.reply([[p] for p in prompts]), strict=True))
 
     output_dir = Path(cfg.paths.output_dir)
