@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast test-all lint format train quickstart eval bench clean clean-all
+.PHONY: help install test test-fast lint format train quickstart eval chat serve web report wandb-sweep-check bench clean clean-all
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,24 @@ quickstart: ## train a small chatbot offline on chatterbot-corpus (< 2 min on 2 
 
 eval: ## evaluate a checkpoint: make eval CKPT=outputs/train/runs/<run>/checkpoints/last.ckpt
 	$(PY) eval.py ckpt_path=$(CKPT)
+
+chat: ## chat in the terminal: make chat CKPT=.../checkpoints/last.ckpt
+	$(PY) chat.py ckpt_path=$(CKPT)
+
+serve: ## HTTP API on 127.0.0.1:8000: make serve CKPT=...
+	$(PY) serve.py ckpt_path=$(CKPT)
+
+web: ## Streamlit web chat (pick a checkpoint from outputs/)
+	$(VENV)/bin/streamlit run app.py
+
+report: ## ranked table + plots of the runs under DIR: make report DIR=outputs/train/sweeps/gru_attn_optuna
+	$(PY) -m dialoglab.report $(DIR)
+
+wandb-sweep-check: ## print and compose the commands `wandb agent` would run for the W&B sweep
+	$(PY) -m dialoglab.experiment.wandb_sweep conf/wandb_sweep/gru_attn.yaml
+
+bench: ## all benchmarks (< 15 min on 2 cores): outputs/bench/<date>/results.{json,md}
+	$(PY) -m dialoglab.bench
 
 clean: ## remove caches and build artefacts (keeps outputs/ and data/)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -25,3 +25,7 @@ class CheckpointError(DialoglabError):
 
 class ConfigError(DialoglabError):
     """A configuration value is invalid (names the key and the accepted values)."""
+
+
+class TrainingError(DialoglabError):
+    """Training cannot go on (e.g. the loss became NaN or infinite); names the step."""

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.aggregation import SumMetric
+from torchmetrics.functional.text.rouge import rouge_score
 from torchmetrics.text import SacreBLEUScore
-from torchmetrics.text.rouge import ROUGEScore
 from torchmetrics.utilities import dim_zero_cat
 
 
@@ -40,7 +40,9 @@ class DistinctN(Metric):
         self.ngrams.append(torch.tensor(hashes, dtype=torch.int64, device=self.device))
 
     def compute(self) -> torch.Tensor:
-        ngrams = dim_zero_cat(self.ngrams) if self.ngrams else torch.zeros(0, dtype=torch.int64)
+        ngrams = self.ngrams  # a list of tensors, or one tensor once synced across processes
+        if isinstance(ngrams, list):
+            ngrams = dim_zero_cat(ngrams) if ngrams else torch.zeros(0, dtype=torch.int64)
         if ngrams.numel() == 0:
             return torch.tensor(0.0, device=self.device)
         return torch.unique(ngrams).numel() / torch.tensor(
@@ -65,6 +67,35 @@ class LikelihoodMetrics(MetricCollection):
         }
 
 
+class RougeL(Metric):
+    """Mean ROUGE-L F1 over replies, kept as a sum and a count.
+
+    torchmetrics' ROUGEScore keeps one tensor per reply in a list state that it gathers one
+    element at a time, so two processes with different numbers of replies run different numbers
+    of collectives and hang; two scalar sums sync the same way on every rank.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state(
+            "total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, replies: Sequence[str], references: Sequence[str]) -> None:
+        if not replies:
+            return
+        scores = rouge_score(list(replies), list(references), rouge_keys="rougeL")
+        self.total += float(scores["rougeL_fmeasure"]) * len(replies)
+        self.count += len(replies)
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count.clamp(min=1)).float()
+
+
 class GenerationMetrics(MetricCollection):
     """Corpus BLEU (sacreBLEU 13a, x100, unsmoothed), ROUGE-L F1 and distinct-1/2 of generated replies."""
 
@@ -72,7 +103,7 @@ class GenerationMetrics(MetricCollection):
         super().__init__(
             {
                 "bleu": SacreBLEUScore(tokenize="13a"),
-                "rouge_l": ROUGEScore(rouge_keys=("rougeL",), accumulate="avg"),
+                "rouge_l": RougeL(),
                 "distinct_1": DistinctN(1),
                 "distinct_2": DistinctN(2),
             },
@@ -88,8 +119,5 @@ class GenerationMetrics(MetricCollection):
     def summary(self) -> dict[str, float]:
         out = {}
         for name, metric in self.items():
-            value = metric.compute()
-            if name == "rouge_l":
-                value = value["rougeL_fmeasure"]
-            out[name] = float(value) * (100.0 if name == "bleu" else 1.0)
+            out[name] = float(metric.compute()) * (100.0 if name == "bleu" else 1.0)
         return out

@@ -368,7 +368,7 @@ def test_persona_form_a_and_b(tmp_path: Path) -> None:
     assert stats.total_skipped == 0
     a, b, c = dialogues
     assert a.persona == ["A chef."] and a.turns == [a.turns[0]] and a.turns[0].speaker == "bot"
-    assert a.turns[0].text == "Line 1\nLine 2" and a.group == "line1"
+    assert a.turns[0].text == "Line 1\nLine 2" and a.group == "A chef."
     assert [t.speaker for t in b.turns] == ["user", "bot", "user", "bot"]
     assert b.group == "I like cats.\nI run." and b.id == "p:3"
     assert [t.speaker for t in c.turns] == ["bot", "user", "bot"] and c.persona == ["I sing."]

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from dialoglab.data.cache import CACHE_FORMAT, atomic_torch_save, cache_key, load_cache
 from dialoglab.data.dialogue import Example, build_examples, split_by_group
 from dialoglab.data.encoded import EncodedPairs
+from dialoglab.data.resumable import (
+    ResumableDataLoader,
+    ResumableShuffleSampler,
+    train_batches_done,
+)
+from dialoglab.data.samplers import UnpaddedDistributedSampler, world
+from dialoglab.data.sampling import BucketBatchSampler, BucketDataLoader
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.errors import ConfigError, DataError
 
@@ -48,6 +57,7 @@ class DialogueDataModule(LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str | None = "data/cache",
+        bucket_by_length: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -77,6 +87,7 @@ class DialogueDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.bucket_by_length = bucket_by_length
         self.splits: dict[str, EncodedPairs] = {}
         self.read_stats: dict[str, Any] = {}
 
@@ -181,14 +192,75 @@ class DialogueDataModule(LightningDataModule):
                 f"{list(self.split)}; use a bigger corpus or other ratios",
                 str(self.path or "corpus"),
             )
+        indices = range(len(split))
+        # Data-parallel runs shard here (Lightning keeps a DistributedSampler it is given): training
+        # shards shuffle alike on every rank; val/test shards are never padded, so each example is
+        # scored once and a 2-process run measures exactly what a 1-process run does.
+        sampler: DistributedSampler | None = None
+        world_size, rank = world(self.trainer)
+        if world_size > 1:
+            if name == "train":
+                seed = int(os.environ.get("PL_GLOBAL_SEED", self.split_seed))
+                sampler = DistributedSampler(
+                    indices,  # type: ignore[arg-type]
+                    num_replicas=world_size,
+                    rank=rank,
+                    shuffle=shuffle,
+                    seed=seed,
+                )
+            else:
+                sampler = UnpaddedDistributedSampler(indices, world_size, rank)
+        if name == "train" and self.bucket_by_length:
+            return self._bucket_loader(split, sampler, shuffle)
+        if name == "train" and shuffle and sampler is None:
+            # One process: seeded shuffling that resumes mid-epoch (see data/resumable.py).
+            return ResumableDataLoader(
+                indices,
+                batch_size=self.batch_size,
+                seed=int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed())),
+                batches_done=lambda: train_batches_done(self.trainer),
+                collate_fn=partial(self.tokenizer.collate, split),
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.num_workers > 0,
+            )
         return DataLoader(
-            range(len(split)),  # type: ignore[arg-type]
+            indices,  # type: ignore[arg-type]
             batch_size=self.batch_size if name == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
             collate_fn=partial(self.tokenizer.collate, split),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+        )
+
+    def _bucket_loader(
+        self, split: EncodedPairs, sampler: DistributedSampler | None, shuffle: bool
+    ) -> DataLoader:
+        """Training batches of similar lengths (data.bucket_by_length=true), see data/sampling.py.
+
+        Sorted by reply length, then context length. One process: the same seeded, resumable
+        order as the default loader, bucketed; DDP: each rank buckets its shard.
+        """
+        indices = range(len(split))
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+        if sampler is None:
+            sampler = ResumableShuffleSampler(indices, seed) if shuffle else None
+        source_lengths = split.source_lengths()
+        lengths = split.target_lengths() * (int(source_lengths.max()) + 1) + source_lengths
+        batch_sampler = BucketBatchSampler(
+            sampler if sampler is not None else indices, lengths, self.batch_size
+        )
+        return BucketDataLoader(
+            indices,
+            batch_sampler,
+            batches_done=lambda: train_batches_done(self.trainer),
+            collate_fn=partial(self.tokenizer.collate, split),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(seed % 2**63),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -8,6 +8,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 from typing import Any
 
 import torch
@@ -21,6 +22,22 @@ SPECIALS = (PAD, SOS, EOS, UNK, SEP)
 # A word keeps its inner apostrophes and digits ("i'm", "don't", "2nd"); punctuation is its own token.
 _WORD_PUNCT = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[.!?,]")
 _WORD_ONLY = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+
+
+def _gather_padded(
+    flat: torch.Tensor, offsets: torch.Tensor, index: torch.Tensor, extra: int, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `index` of a flat+offsets store as a (B, longest + extra) long tensor padded with
+    pad_id, and their lengths (B,)."""
+    starts = offsets[index]
+    lengths = offsets[index + 1] - starts
+    width = (int(lengths.max()) if len(index) else 0) + extra
+    positions = torch.arange(width)
+    real = positions < lengths.unsqueeze(1)  # (B, width)
+    if flat.numel() == 0:
+        return torch.full(real.shape, pad_id, dtype=torch.long), lengths
+    gather = (starts.unsqueeze(1) + positions).clamp_(max=flat.numel() - 1)
+    return torch.where(real, flat[gather].long(), pad_id), lengths
 
 
 class WordTokenizer:
@@ -53,7 +70,7 @@ class WordTokenizer:
 
     # -- text -> words -------------------------------------------------------------------------
     def normalize(self, text: str) -> str:
-        if self.ascii_fold:
+        if self.ascii_fold and not text.isascii():  # ASCII has nothing to decompose or strip
             text = unicodedata.normalize("NFKD", text)
             text = "".join(c for c in text if not unicodedata.combining(c))
         text = text.replace("\u2019", "'").replace("`", "'")
@@ -66,7 +83,7 @@ class WordTokenizer:
     # -- vocabulary ----------------------------------------------------------------------------
     def fit(self, texts: Iterable[str]) -> WordTokenizer:
         """Build the vocabulary from training texts: words seen >= min_count times."""
-        counts = Counter(w for text in texts for w in self.split(text))
+        counts = Counter(chain.from_iterable(map(self.split, texts)))
         words = [w for w, n in counts.items() if n >= self.min_count and w not in self.stoi]
         words.sort(key=lambda w: (-counts[w], w))
         if self.max_vocab_size is not None:
@@ -105,8 +122,7 @@ class WordTokenizer:
 
     # -- encoding ------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        unk = self.unk_id
-        return [self.stoi.get(w, unk) for w in self.split(text)]
+        return list(map(self.stoi.get, self.split(text), repeat(self.unk_id)))
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         words = []
@@ -120,14 +136,30 @@ class WordTokenizer:
         text = " ".join(words)
         return re.sub(r" ([.!?,])", r"\1", text)
 
-    def encode_context(self, persona: Sequence[str], context: Sequence[str]) -> list[int]:
-        """Persona lines then context turns, each followed by `<sep>` except the last turn."""
+    def encode_context(
+        self,
+        persona: Sequence[str],
+        context: Sequence[str],
+        encoded: dict[str, list[int]] | None = None,
+    ) -> list[int]:
+        """Persona lines then context turns, each followed by `<sep>` except the last turn.
+
+        `encoded` memoises text -> ids across calls (a corpus line is a reply and a context).
+        """
         pieces = [*persona, *context]
         ids: list[int] = []
         for k, text in enumerate(pieces):
             if k:
                 ids.append(self.sep_id)
-            ids.extend(self.encode(text))
+            ids.extend(self._encode_memo(text, encoded))
+        return ids
+
+    def _encode_memo(self, text: str, encoded: dict[str, list[int]] | None) -> list[int]:
+        if encoded is None:
+            return self.encode(text)
+        ids = encoded.get(text)
+        if ids is None:
+            ids = encoded[text] = self.encode(text)
         return ids
 
     def count_words(self, text: str) -> int:
@@ -141,9 +173,13 @@ class WordTokenizer:
         """(persona + context, reply) ids, filtered or truncated to `max_length` tokens with <eos>."""
         limit = max_length - 1  # room for <eos>
         sources, targets, n_words = [], [], []
+        encoded: dict[str, list[int]] = {}
+        # count_words(decode(ids)) is the sum of count_words over the ids' words (they are joined
+        # by spaces, punctuation counts 0), so each vocabulary entry is counted once here.
+        words_of = [self.count_words(w) for w in self.itos]
         for ex in examples:
-            src = self.encode_context(ex.persona, ex.context)
-            tgt = self.encode(ex.response)
+            src = self.encode_context(ex.persona, ex.context, encoded)
+            tgt = self._encode_memo(ex.response, encoded)
             if not tgt:
                 continue
             if len(src) > limit or len(tgt) > limit:
@@ -155,32 +191,28 @@ class WordTokenizer:
                 )  # the context keeps its end, the reply its start
             sources.append(src)
             targets.append(tgt)
-            n_words.append(max(1, self.count_words(self.decode(tgt))))
+            n_words.append(max(1, sum(words_of[i] for i in tgt)))
         return EncodedPairs.from_lists(sources, targets, n_words)
 
     def collate(self, split: EncodedPairs, indices: list[int]) -> dict[str, torch.Tensor]:
-        """Pad a batch: src (B,S), decoder_input = <sos>+reply (B,T), target = reply+<eos> (B,T)."""
-        src_lengths = split.source_lengths()[indices] + 1
-        tgt_lengths = split.target_lengths()[indices] + 1
-        B, S, T = len(indices), int(src_lengths.max()), int(tgt_lengths.max())
-        src = torch.full((B, S), self.pad_id, dtype=torch.long)
-        decoder_input = torch.full((B, T), self.pad_id, dtype=torch.long)
-        target = torch.full((B, T), self.pad_id, dtype=torch.long)
-        for row, i in enumerate(indices):
-            s, t = split.source(i), split.target(i)
-            src[row, : len(s)] = s
-            src[row, len(s)] = self.eos_id
-            decoder_input[row, 0] = self.sos_id
-            decoder_input[row, 1 : len(t) + 1] = t
-            target[row, : len(t)] = t
-            target[row, len(t)] = self.eos_id
+        """Pad a batch: src (B,S), decoder_input = <sos>+reply (B,T), target = reply+<eos> (B,T).
+
+        Vectorised: a fixed number of tensor ops per batch, whatever its size (no per-row loop).
+        """
+        index = torch.as_tensor(indices, dtype=torch.long)
+        src, src_lengths = _gather_padded(split.src, split.src_offsets, index, 1, self.pad_id)
+        reply, tgt_lengths = _gather_padded(split.tgt, split.tgt_offsets, index, 1, self.pad_id)
+        src.scatter_(1, src_lengths.unsqueeze(1), self.eos_id)  # (B, S): ids, <eos>, pads
+        target = reply.scatter(1, tgt_lengths.unsqueeze(1), self.eos_id)  # (B, T)
+        sos = torch.full((len(indices), 1), self.sos_id, dtype=torch.long)
+        decoder_input = torch.cat([sos, reply[:, :-1]], dim=1)  # (B, T): <sos>, ids, pads
         return {
             "src": src,
-            "src_lengths": src_lengths,
+            "src_lengths": src_lengths + 1,
             "decoder_input": decoder_input,
             "target": target,
-            "n_words": split.n_words[indices].long(),
-            "index": torch.tensor(indices, dtype=torch.long),
+            "n_words": split.n_words[index].long(),
+            "index": index,
         }
 
     # -- state ---------------------------------------------------------------------------------

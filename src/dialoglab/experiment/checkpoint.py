@@ -47,6 +47,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def weight_mismatch(expected: dict[str, Any], found: dict[str, Any], limit: int = 3) -> str:
+    """What differs between a model's state dict and a checkpoint's (shapes, missing, extra)."""
+    parts = [
+        f"{name} is {list(value.shape)} in the checkpoint but {list(expected[name].shape)} here"
+        for name, value in found.items()
+        if name in expected and getattr(value, "shape", None) != expected[name].shape
+    ][:limit]
+    missing = [name for name in expected if name not in found]
+    extra = [name for name in found if name not in expected]
+    if missing:
+        parts.append(f"missing {missing[:limit]}")
+    if extra:
+        parts.append(f"unexpected {extra[:limit]}")
+    return "; ".join(parts)
+
+
 def restore_model(path: str | Path) -> Restored:
     """Rebuild tokenizer and model exactly as trained, on CPU, from the checkpoint alone."""
     checkpoint = load_checkpoint(path)
@@ -54,12 +70,16 @@ def restore_model(path: str | Path) -> Restored:
     cfg = OmegaConf.create(payload["config"])
     tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
     tokenizer.load_state_dict(payload["tokenizer"])
-    model: DialogueModule = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer)
+    init_kwargs = payload.get("init_kwargs") or {}  # e.g. the GPT-2 architecture it recorded
+    model: DialogueModule = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, **init_kwargs)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
+        detail = weight_mismatch(model.state_dict(), checkpoint["state_dict"]) or str(err)
         raise CheckpointError(
-            f"ckpt_path={path}: its weights do not fit the model its config describes ({err})"
+            f"ckpt_path={path}: its weights do not fit the model that its config and its "
+            f"vocabulary ({len(tokenizer)} tokens) describe: {detail}. Tokenizer and weights of "
+            "this file come from different runs; use a checkpoint written by train.py"
         ) from err
     model.run_config = payload["config"]
     model.eval()

@@ -13,12 +13,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
 from dialoglab.experiment.checkpoint import restore_model
 from dialoglab.experiment.runner import CONFIG_DIR, report_run, run_task
+from dialoglab.generation import DecodingConfig
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test metrics of `cfg.ckpt_path` on its own data (or `cfg.data` overrides), printed and saved."""
     restored = restore_model(cfg.ckpt_path)
     run_cfg, model = restored.cfg, restored.model
+    model.decoding = DecodingConfig.from_any(cfg.get("decoding"))  # BLEU/distinct under it
     data_cfg = run_cfg.data
     if cfg.get("data"):
         data_cfg = OmegaConf.merge(data_cfg, cfg.data)
@@ -38,6 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = {
         "ckpt_path": str(cfg.ckpt_path),
         "split": stage,
+        "decoding": model.decoding.to_dict(),
         "metrics": metrics,
         "samples": [
             dict(zip(("context", "reference", "reply"), s, strict=True)) for s in model.samples

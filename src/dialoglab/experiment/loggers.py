@@ -9,7 +9,7 @@ from typing import Any
 
 import hydra
 from lightning.pytorch import Callback
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,24 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
             if node._target_ == WANDB_TARGET:
                 node = _prepare_wandb(node)
             loggers.append(hydra.utils.instantiate(node))
+    _ensure_csv_in_sweeps(loggers)
     return loggers
+
+
+def _ensure_csv_in_sweeps(loggers: list[Logger]) -> None:
+    """Every run of a sweep also logs CSV (what `python -m dialoglab.report` reads offline)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from dialoglab.experiment.runner import is_multirun
+
+    in_sweep = is_multirun() or bool(os.environ.get("WANDB_SWEEP_ID"))
+    if not in_sweep or not HydraConfig.initialized():
+        return
+    if any(isinstance(lg, CSVLogger) for lg in loggers):
+        return
+    output_dir = HydraConfig.get().runtime.output_dir
+    loggers.append(CSVLogger(save_dir=output_dir, name="csv", version=""))
+    log.info("sweep run: also logging CSV to %s/csv", output_dir)
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 
@@ -12,5 +16,36 @@ def _run_id() -> str:
     return uuid.uuid4().hex[:6]
 
 
+def _multirun_hydra():  # -> the job's `hydra` node inside a Hydra multirun, else None
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return hydra_cfg
+    return None
+
+
+def sweep_name() -> str:
+    """The sweep a run belongs to ('' outside one): the Optuna study name, else the sweep
+    directory's name in a Hydra multirun; the sweep id under a `wandb agent`."""
+    hydra_cfg = _multirun_hydra()
+    if hydra_cfg is not None:
+        study = OmegaConf.select(hydra_cfg, "sweeper.study_name", default=None)
+        return str(study) if study else Path(str(hydra_cfg.sweep.dir)).name
+    return os.environ.get("WANDB_SWEEP_ID", "")
+
+
+def job_suffix() -> str:
+    """'-job<N>' for job N of a Hydra multirun (its sweep subdirectory), '' otherwise."""
+    hydra_cfg = _multirun_hydra()
+    num = OmegaConf.select(hydra_cfg, "job.num", default=None) if hydra_cfg is not None else None
+    return f"-job{num}" if num is not None else ""
+
+
+if not OmegaConf.has_resolver("cwd"):  # the directory the command was started from
+    OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True)
 if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
+if not OmegaConf.has_resolver("sweep_name"):
+    OmegaConf.register_new_resolver("sweep_name", sweep_name)
+if not OmegaConf.has_resolver("job_suffix"):
+    OmegaConf.register_new_resolver("job_suffix", job_suffix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dialoglab.errors import DialoglabError
+from dialoglab.experiment import resolvers  # noqa: F401  (every entry point's configs use them)
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +40,74 @@ def is_multirun() -> bool:
 def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:
     """Run a task; a user error (bad data, config or checkpoint) prints one clear line, no traceback.
 
-    In a multirun the error is re-raised so the sweeper records the job as failed.
+    In a multirun any error is logged, written to `<run dir>/error.txt` and re-raised, so the
+    sweeper records the job as failed (our Optuna sweeper then goes on with the next trial).
     """
+    failed = True
     try:
-        return task(cfg)
-    except DialoglabError as err:
-        log.error("%s", err)
+        result = task(cfg)
+        failed = False
+        return result
+    except Exception as err:
+        user_err = user_error(err)
         if is_multirun():
+            if user_err is not None:
+                log.error("%s", user_err)
+            else:
+                log.exception("this run of the sweep failed")
+            record_failure(err)
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        if user_err is None:
+            raise
+        log.error("%s", user_err)
+        Console(stderr=True).print(
+            f"[bold red]error:[/] {user_err}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)
+    finally:
+        finish_wandb_run(failed)
+
+
+def finish_wandb_run(failed: bool) -> None:
+    """Close this run's W&B run: the next job of a multirun (same process) must get its own
+    instead of Lightning's WandbLogger reusing the open one."""
+    wandb = sys.modules.get("wandb")  # never import wandb just for this
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def user_error(err: BaseException | None) -> DialoglabError | None:
+    """The DialoglabError behind `err`, also when wrapped (`raise ... from`, e.g. by Hydra's
+    instantiate around a constructor's ConfigError); None for anything else (a bug)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, DialoglabError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__
+    return None
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for a failed run: the user error behind it, else the exception's first line."""
+    user_err = user_error(err)
+    if user_err is not None:
+        return str(user_err)
+    first = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
+
+
+FAILURE_FILE = "error.txt"
+
+
+def record_failure(err: BaseException) -> None:
+    """Write the error of a failed sweep job into its run directory (read by the sweep report)."""
+    try:
+        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        (output_dir / FAILURE_FILE).write_text(f"{describe_error(err)}\n\n{text}")
+    except Exception:  # reporting must never hide the original error
+        log.debug("could not record the failure", exc_info=True)
 
 
 def report_run(

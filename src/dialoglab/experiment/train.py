@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
+from dialoglab.experiment.distributed import distributed_run
 from dialoglab.experiment.loggers import instantiate_callbacks, instantiate_loggers, log_run_config
+from dialoglab.experiment.resume import (
+    ResumeState,
+    checkpoint_io_kwargs,
+    mark_finished,
+    prepare_resume,
+)
 from dialoglab.experiment.runner import CONFIG_DIR, report_run, run_task
 
 log = logging.getLogger(__name__)
@@ -27,44 +36,75 @@ SAMPLE_PROMPTS = (
 )
 
 
+def persona_samples(
+    model: Any, datamodule: Any, prompts: list[str], n_personas: int
+) -> list[tuple[str, str]]:
+    """Replies as `n_personas` personas of the test split (unseen in training: split by persona),
+    first to no context, then to each prompt; only for models whose `reply` takes personas."""
+    find = getattr(datamodule.tokenizer, "personas", None)
+    takes_personas = "personas" in inspect.signature(model.reply).parameters
+    if not n_personas or find is None or not takes_personas:
+        return []
+    split = datamodule.splits.get("test")
+    if split is None or len(split) == 0:
+        split = datamodule.splits["val"]
+    samples = []
+    for persona in find(split, n_personas):
+        contexts = [[], *([p] for p in prompts)]
+        replies = model.reply(contexts, personas=[persona] * len(contexts))
+        label = persona if len(persona) <= 60 else persona[:57] + "..."
+        for context, reply in zip(contexts, replies, strict=True):
+            # parentheses, not brackets: rich would read "[...]" as markup and drop it
+            samples.append((f"({label}) {context[0] if context else '(no context)'}", reply))
+    return samples
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics (floats)."""
+    start = time.perf_counter()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
+    plan = prepare_resume(cfg)  # ckpt_path / resume=auto (may continue an old run in its dir)
 
     tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
+    plan.restore_tokenizer(tokenizer)
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.prepare_data()
     datamodule.setup("fit")
     log.info("data: %s", datamodule.describe())
 
     model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer)
+    plan.check_model(model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     n_params = sum(p.numel() for p in model.parameters())
 
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), ResumeState()]
     loggers = instantiate_loggers(cfg.get("logger"))
+    plan.reopen_loggers(loggers)
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **checkpoint_io_kwargs(cfg)
     )
     log_run_config(loggers, cfg, {"model/params": n_params, "data/vocab_size": len(tokenizer)})
 
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    with distributed_run(trainer, cfg):  # DDP: every rank runs this resolved config
+        if cfg.get("train", True):
+            ckpt_path = cfg.get("ckpt_path")
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
-    best = next((c.best_model_path for c in callbacks if isinstance(c, ModelCheckpoint)), "")
-    if cfg.get("test", True):
-        ckpt = best or None
-        if ckpt is None and not cfg.get("train", True):
-            ckpt = cfg.get("ckpt_path")
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        best = next((c.best_model_path for c in callbacks if isinstance(c, ModelCheckpoint)), "")
+        if cfg.get("test", True):
+            ckpt = best or None
+            if ckpt is None and not cfg.get("train", True):
+                ckpt = cfg.get("ckpt_path")
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
     samples = []
     if cfg.get("sample_replies", 0) and trainer.is_global_zero:
         prompts = list(cfg.sample_prompts)[: cfg.sample_replies]
         samples = list(zip(prompts, model.reply([[p] for p in prompts]), strict=True))
+        samples += persona_samples(model, datamodule, prompts, cfg.get("sample_personas", 0))
 
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
@@ -72,10 +112,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "metrics": metrics,
             "best_checkpoint": best,
             "params": n_params,
+            "wall_time_s": round(time.perf_counter() - start, 3),
             "samples": [{"prompt": p, "reply": r} for p, r in samples],
         }
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         report_run("train", output_dir, metrics, best, samples)
+        mark_finished(output_dir)
     return metrics
 
 

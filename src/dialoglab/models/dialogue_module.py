@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,9 +13,17 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import MinMetric
 
+from dialoglab.errors import ConfigError, TrainingError
+from dialoglab.generation import DecodingConfig
 from dialoglab.metrics import GenerationMetrics, LikelihoodMetrics
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_KEY = "dialoglab"
+# Epoch metrics are torchmetrics computed over every rank's examples, so each rank already holds
+# the global value; a max over those identical copies is exact (a mean may round) and tells
+# Lightning the value is synced across processes.
+_GLOBAL: dict[str, Any] = {"sync_dist": True, "reduce_fx": "max"}
 CHECKPOINT_VERSION = 1
 
 
@@ -43,8 +54,11 @@ class DialogueModule(LightningModule):
         self.likelihood = torch.nn.ModuleDict({s: LikelihoodMetrics() for s in ("val", "test")})
         self.generation = torch.nn.ModuleDict({s: GenerationMetrics() for s in ("val", "test")})
         self.val_ppl_best = MinMetric()
+        self.val_ppl_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
         self.samples: list[tuple[str, str, str]] = []
         self.run_config: dict[str, Any] = {}  # the resolved Hydra config, saved in checkpoints
+        # How generate_replies/reply decode (eval.py and the chat front ends set it).
+        self.decoding = DecodingConfig()
 
     # -- to implement --------------------------------------------------------------------------
     def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
@@ -66,19 +80,54 @@ class DialogueModule(LightningModule):
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
+    def select_examples(
+        self, batch: dict[str, torch.Tensor], chosen: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The part of a batch that belongs to examples `chosen` (for generation and samples)."""
+        return {k: v[chosen] for k, v in batch.items()}
+
+    def checkpoint_init_kwargs(self) -> dict[str, Any]:
+        """Extra constructor arguments (plain types) that `restore_model` passes when rebuilding."""
+        return {}
+
+    @staticmethod
+    def batch_size_of(batch: dict[str, torch.Tensor]) -> int:
+        """Examples in a batch (every family's batch has one `n_words` entry per example)."""
+        return int(batch["n_words"].shape[0])
+
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tokens = self.count_tokens(batch)
         loss = self.nll(batch, label_smoothing=self.label_smoothing) / tokens.clamp(min=1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["target"].shape[0])
+        if not torch.isfinite(loss):
+            return self.on_nonfinite_loss(loss, batch_idx)
+        self.log("train/loss", loss, prog_bar=True, batch_size=self.batch_size_of(batch))
+        if self.skipped_nonfinite:
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), reduce_fx="max")
         return loss
+
+    # set by the NonFiniteLoss callback (callbacks.nonfinite.skip=true)
+    skip_nonfinite: bool = False
+    skipped_nonfinite: int = 0
+
+    def on_nonfinite_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Skip the batch (no backward, no step; counted and logged) or stop, naming the step."""
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        if self.skip_nonfinite:
+            self.skipped_nonfinite += 1
+            log.warning("train/loss is %s at %s: batch skipped", loss.item(), where)
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), reduce_fx="max")
+            return None
+        kept = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+        raise TrainingError(
+            f"train/loss is {loss.item()} at {where}; training stopped. Last good checkpoint: "
+            f"{kept} (continue with resume=auto). Lower model.optimizer.lr, keep "
+            "trainer.gradient_clip_val, or set callbacks.nonfinite.skip=true to skip such batches"
+        )
 
     @property
     def label_smoothing(self) -> float:
         return 0.0
-
-    def on_train_start(self) -> None:
-        self.val_ppl_best.reset()  # the sanity check must not count as a best epoch
 
     # -- evaluation ----------------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
@@ -92,7 +141,7 @@ class DialogueModule(LightningModule):
         chosen = (batch["index"] < self.val_generate).nonzero().flatten()
         if chosen.numel() == 0:
             return
-        sub = {k: v[chosen] for k, v in batch.items()}
+        sub = self.select_examples(batch, chosen)
         replies = self.generate_replies(sub)
         references = self.reference_texts(sub)
         self.generation[stage].add(replies, references)
@@ -103,12 +152,15 @@ class DialogueModule(LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
         metrics = self.likelihood[stage].summary()
-        if self.generation[stage]["distinct_1"].ngrams:
+        if self.val_generate > 0:
+            # Decided alike on every rank (computing syncs the states across processes); a rank
+            # that generated nothing adds an empty batch so that it holds every state too.
+            self.generation[stage].add([], [])
             metrics.update(self.generation[stage].summary())
         self.likelihood[stage].reset()
         self.generation[stage].reset()
         for name, value in metrics.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name in ("ppl", "bleu"))
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("ppl", "bleu"), **_GLOBAL)
         self._log_samples(stage)
         return metrics
 
@@ -120,8 +172,10 @@ class DialogueModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._eval_epoch_end("val")
+        if self.trainer.sanity_checking:  # the sanity check must not count as a best epoch
+            return
         self.val_ppl_best.update(torch.tensor(metrics["ppl"]))
-        self.log("val/ppl_best", self.val_ppl_best.compute())
+        self.log("val/ppl_best", self.val_ppl_best.compute(), **_GLOBAL)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
@@ -145,21 +199,83 @@ class DialogueModule(LightningModule):
                 )
 
     # -- replies -------------------------------------------------------------------------------
-    def reply(self, contexts: Sequence[Sequence[str]]) -> list[str]:
-        """Greedy replies to raw-text contexts (each a list of turns, oldest first)."""
+    def reply(
+        self,
+        contexts: Sequence[Sequence[str]],
+        personas: Sequence[Sequence[str] | str] | None = None,
+        decoding: DecodingConfig | None = None,
+    ) -> list[str]:
+        """Replies to raw-text contexts (each a list of turns, oldest first), decoded with
+        `decoding` (default: `self.decoding`), optionally as the given persona lines."""
         raise NotImplementedError
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
+        """Optimizer over `param_groups`, plus the scheduler the config's `scheduler` partial builds.
+
+        Lightning's scheduler options may sit in that partial beside the scheduler's own
+        arguments: `interval` (epoch | step, default epoch), `frequency` (1) and `monitor`
+        (val/loss, used by ReduceLROnPlateau). A scheduler function with a `num_training_steps`
+        parameter gets the run's total optimizer steps (warm-up + decay schedules).
+        """
         lr = self.optimizer_factory.keywords.get("lr", 1e-3)  # type: ignore[attr-defined]
         optimizer = self.optimizer_factory(params=self.param_groups(lr))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        factory = self.scheduler_factory
+        func = getattr(factory, "func", factory)
+        args = getattr(factory, "args", ())
+        keywords = dict(getattr(factory, "keywords", None) or {})
+        interval = keywords.pop("interval", "epoch")
+        frequency = keywords.pop("frequency", 1)
+        monitor = keywords.pop("monitor", "val/loss")
+        if interval not in ("epoch", "step"):
+            raise ConfigError(f"model.scheduler.interval must be epoch or step, got {interval!r}")
+        try:
+            wants_steps = "num_training_steps" in inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            wants_steps = False
+        if wants_steps and "num_training_steps" not in keywords:
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ConfigError(
+                    "model.scheduler needs the number of training steps: set trainer.max_epochs "
+                    "or trainer.max_steps"
+                )
+            keywords["num_training_steps"] = max(1, int(total))
+        scheduler = func(*args, optimizer=optimizer, **keywords)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": monitor,
+                "interval": interval,
+                "frequency": frequency,
+            },
         }
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip as Lightning does, also for fused optimizers under bf16-mixed.
+
+        Lightning refuses to clip gradients for an optimizer that unscales them itself (fused
+        Adam) under any mixed precision, though only 16-mixed has a grad scaler; with no scaler
+        the gradients are true gradients, so they are clipped here directly.
+        """
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        fused = getattr(optimizer, "_step_supports_amp_scaling", False)
+        if gradient_clip_val and fused and scaler is None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # -- checkpoint ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -172,4 +288,5 @@ class DialogueModule(LightningModule):
             "family": self.family,
             "config": self.run_config,
             "tokenizer": self.tokenizer.state_dict(),
+            "init_kwargs": self.checkpoint_init_kwargs(),
         }

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dialoglab.data.tokenization import WordTokenizer
+from dialoglab.generation import DecodingConfig, generate
 from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
 from dialoglab.models.dialogue_module import DialogueModule
 
@@ -96,10 +97,27 @@ class Seq2SeqModule(DialogueModule):
         ]
 
     # -- replies -------------------------------------------------------------------------------
+    def _decoding(self, decoding: DecodingConfig | Any | None) -> DecodingConfig:
+        return self.decoding if decoding is None else DecodingConfig.from_any(decoding)
+
     @torch.no_grad()
-    def generate_ids(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
-        tokens, _ = self.net.greedy_decode(src, src_lengths, self.max_reply_length)
-        return tokens
+    def generate_ids(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        decoding: DecodingConfig | None = None,
+    ) -> torch.Tensor:
+        """Reply ids (B, L), `<pad>` after `<eos>`, decoded with `decoding` (default: self.decoding;
+        `max_length: null` means `max_reply_length`)."""
+        tok = self.tokenizer
+        return generate(
+            self.net,
+            src,
+            src_lengths,
+            self._decoding(decoding),
+            default_max_length=self.max_reply_length,
+            ignore_ids=(tok.sep_id, tok.unk_id),
+        )
 
     def generate_replies(self, batch: dict[str, torch.Tensor]) -> list[str]:
         tokens = self.generate_ids(batch["src"], batch["src_lengths"]).tolist()
@@ -113,24 +131,55 @@ class Seq2SeqModule(DialogueModule):
         return [tok.decode(row).replace(" <sep> ", " | ") for row in batch["src"].tolist()]
 
     def encode_contexts(
-        self, contexts: Sequence[Sequence[str]], max_source_length: int = 100
+        self,
+        contexts: Sequence[Sequence[str]],
+        max_source_length: int = 100,
+        personas: Sequence[Sequence[str] | str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw-text contexts -> padded source ids (B, S) ending in <eos>, and their lengths."""
+        """Raw-text contexts -> padded source ids (B, S) ending in <eos>, and their lengths.
+
+        Persona lines come first (as in training on persona data); a source longer than
+        `max_source_length` keeps its end.
+        """
         tok = self.tokenizer
-        rows = [
-            [*tok.encode_context((), ctx)[-(max_source_length - 1) :], tok.eos_id]
-            for ctx in contexts
-        ]
+        rows = []
+        for k, ctx in enumerate(contexts):
+            persona = personas[k] if personas else ()
+            persona = [persona] if isinstance(persona, str) else list(persona)
+            ids = tok.encode_context(persona, ctx)[-(max_source_length - 1) :]
+            rows.append([*ids, tok.eos_id])
         src = torch.full((len(rows), max(map(len, rows))), tok.pad_id, dtype=torch.long)
         for i, row in enumerate(rows):
             src[i, : len(row)] = torch.tensor(row)
         return src.to(self.device), torch.tensor([len(r) for r in rows])
 
     @torch.no_grad()
-    def reply(self, contexts: Sequence[Sequence[str]]) -> list[str]:
+    def reply(
+        self,
+        contexts: Sequence[Sequence[str]],
+        personas: Sequence[Sequence[str] | str] | None = None,
+        decoding: DecodingConfig | None = None,
+        max_source_length: int = 100,
+    ) -> list[str]:
         was_training = self.training
         self.eval()
-        src, lengths = self.encode_contexts(contexts)
-        replies = [self.tokenizer.decode(row) for row in self.generate_ids(src, lengths).tolist()]
+        src, lengths = self.encode_contexts(contexts, max_source_length, personas)
+        ids = self.generate_ids(src, lengths, decoding).tolist()
         self.train(was_training)
-        return replies
+        return [self.tokenizer.decode(row) for row in ids]
+
+    @torch.no_grad()
+    def attention_map(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, reply_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention (B, T, S) over the source while producing `reply_ids` (B, T).
+
+        Teacher-forced over [<sos>, reply_ids[:-1]]: the same weights the decoder had when it
+        generated those tokens (there is no input feeding).
+        """
+        net = self.net
+        sos = reply_ids.new_full((reply_ids.size(0), 1), self.config.sos_id)
+        decoder_input = torch.cat([sos, reply_ids[:, :-1]], dim=1)
+        encoder_outputs, state, src_mask = net.encode(src, src_lengths)
+        _, _, weights = net.decoder(decoder_input, state, encoder_outputs, src_mask)
+        return weights

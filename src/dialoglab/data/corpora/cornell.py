@@ -109,7 +109,11 @@ class CornellReader:
                 f"{CONVERSATIONS_FILE} in {self.path}",
                 str(file),
             )
-        text = file.read_bytes().decode("latin-1")
+        raw = file.read_bytes()
+        try:  # a re-saved copy may be UTF-8 (with BOM, CRLF); the release itself is latin-1
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
         if "\r" in text:
             text = text.replace("\r\n", "\n")
         if not text or text.isspace():

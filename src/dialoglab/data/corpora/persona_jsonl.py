@@ -5,7 +5,8 @@ A. `{"input persona": str, "synthesized text": str}` (PersonaHub style; other ke
 B. `{"persona": str | [str, ...], "turns": [str, ...]}`: speakers alternate user/bot so that
    the last turn is the bot's.
 
-The group of a form-B dialogue is its persona text, so one persona never lands in two splits.
+The group of a dialogue (either form) is its persona text, so one persona never lands in two
+splits: the validation and test personas are unseen in training.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _parse(row: str, lineno: int, stem: str) -> Dialogue | str:
         if "input persona" in obj or "synthesized text" in obj:
             persona = [_text(obj, "input persona")]
             turns = [Turn("bot", _text(obj, "synthesized text"))]
-            return Dialogue(id=dialogue_id, turns=turns, group=f"line{lineno}", persona=persona)
+            return Dialogue(id=dialogue_id, turns=turns, group=persona[0], persona=persona)
         return f"no known keys (got {sorted(obj)[:5]}); {FORMS}"
     except KeyError as err:
         return f"missing key {err.args[0]!r}; {FORMS}"

@@ -1,0 +1,174 @@
+"""Reply latency of a checkpoint under greedy and beam-5 decoding: p50/p95, written as JSON.
+
+    python -m dialoglab.bench.chat_latency ckpt_path=PATH [out=outputs/bench/chat_latency.json]
+        [repeats=3] [warmup=3] [threads=null] [device=cpu]
+
+`run(quick)` gives the same numbers as `Figure`s for `python -m dialoglab.bench` (checkpoint from
+DIALOGLAB_CHAT_CKPT, else the newest under outputs/).
+
+Each measurement is one `Chatbot.reply` in a fresh session (tokenization, memory rules, the model
+and decoding: what a user waits for), over a fixed set of prompts that memory does not answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dialoglab.bench.common import Figure, percentile
+from dialoglab.chat.bot import Chatbot
+from dialoglab.generation import DecodingConfig
+
+PROMPTS = (
+    "hello!",
+    "how are you?",
+    "what is your name?",
+    "do you like movies?",
+    "where are you going?",
+    "tell me a joke",
+    "what do you think about computers?",
+    "are you a robot?",
+    "what is the meaning of life?",
+    "i had a long day at work and i am very tired",
+    "can you help me with my homework?",
+    "what is your favorite food?",
+    "do you have any hobbies?",
+    "it is raining again today",
+    "who made you?",
+    "good night",
+)
+
+
+def default_decodings() -> dict[str, DecodingConfig]:
+    """Greedy, and beam search with 5 beams (the `beam` preset)."""
+    return {
+        "greedy": DecodingConfig.from_any("greedy"),
+        "beam5": DecodingConfig.from_any("beam", num_beams=5),
+    }
+
+
+def measure(
+    bot: Chatbot,
+    decodings: dict[str, DecodingConfig] | None = None,
+    prompts: Sequence[str] = PROMPTS,
+    repeats: int = 3,
+    warmup: int = 3,
+) -> dict[str, dict[str, float]]:
+    """Latency statistics in milliseconds per decoding name."""
+    results = {}
+    for name, decoding in (decodings or default_decodings()).items():
+        for prompt in list(prompts)[:warmup]:
+            bot.reply(prompt, bot.new_session(), decoding=decoding)
+        times, lengths = [], []
+        for _ in range(repeats):
+            for prompt in prompts:
+                start = time.perf_counter()
+                reply = bot.reply(prompt, bot.new_session(), decoding=decoding)
+                times.append((time.perf_counter() - start) * 1000)
+                lengths.append(len(reply.text.split()))
+        results[name] = {
+            "p50_ms": round(percentile(times, 50), 3),
+            "p95_ms": round(percentile(times, 95), 3),
+            "mean_ms": round(sum(times) / len(times), 3),
+            "min_ms": round(min(times), 3),
+            "max_ms": round(max(times), 3),
+            "n": len(times),
+            "mean_reply_words": round(sum(lengths) / len(lengths), 2),
+        }
+    return results
+
+
+def report(
+    ckpt_path: str | Path,
+    out: str | Path | None = None,
+    repeats: int = 3,
+    warmup: int = 3,
+    threads: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Load the checkpoint, measure, and write the JSON report to `out` (when given)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    bot = Chatbot.from_checkpoint(ckpt_path, device=device)
+    decodings = default_decodings()
+    result = {
+        "benchmark": "chat_latency",
+        "ckpt_path": str(ckpt_path),
+        "family": bot.family,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "prompts": len(PROMPTS),
+        "repeats": repeats,
+        "decodings": {name: d.to_dict() for name, d in decodings.items()},
+        "results": measure(bot, decodings, PROMPTS, repeats, warmup),
+    }
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def find_checkpoint(root: str | Path = ".") -> Path | None:
+    """DIALOGLAB_CHAT_CKPT, else the newest outputs/**/checkpoints/*.ckpt under root."""
+    if os.environ.get("DIALOGLAB_CHAT_CKPT"):
+        return Path(os.environ["DIALOGLAB_CHAT_CKPT"])
+    found = sorted(
+        Path(root).glob("outputs/**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime
+    )
+    return found[-1] if found else None
+
+
+def run(quick: bool = False, ckpt_path: str | None = None) -> list[Figure]:
+    """Figures for `python -m dialoglab.bench`: p50/p95 reply latency, greedy and beam-5."""
+    path = Path(ckpt_path) if ckpt_path else find_checkpoint()
+    if path is None or not path.is_file():
+        note = "no checkpoint: set DIALOGLAB_CHAT_CKPT or train one (make quickstart)"
+        return [Figure(f"chat reply {n}", None, "ms", note=note) for n in ("p50", "p95")]
+    result = report(path, repeats=1 if quick else 3, warmup=2 if quick else 3)
+    figures = []
+    for name, stats in result["results"].items():
+        note = f"{stats['n']} replies, {result['torch_threads']} threads, {path.name}"
+        for q in ("p50", "p95"):
+            figures.append(Figure(f"chat reply {q} ({name})", stats[f"{q}_ms"], "ms", note=note))
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    args = OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv))
+    if not args.get("ckpt_path"):
+        raise SystemExit(
+            "usage: python -m dialoglab.bench.chat_latency ckpt_path=PATH "
+            "[out=outputs/bench/chat_latency.json] [repeats=3] [warmup=3] [threads=N]"
+        )
+    out = args.get("out", "outputs/bench/chat_latency.json")
+    result = report(
+        args.ckpt_path,
+        out,
+        int(args.get("repeats", 3)),
+        int(args.get("warmup", 3)),
+        args.get("threads"),
+        str(args.get("device", "cpu")),
+    )
+    for name, stats in result["results"].items():
+        print(
+            f"{name:>8}: p50 {stats['p50_ms']:.1f} ms  p95 {stats['p95_ms']:.1f} ms  (n={stats['n']})"
+        )
+    print(f"written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

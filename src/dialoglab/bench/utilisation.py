@@ -1,0 +1,159 @@
+"""1. Utilisation: dense-matmul peak (fp32, bf16) and the gru_attn training step's achieved FLOP/s.
+
+The step's FLOPs are counted analytically (`count_flops_per_step`: matmuls only, forward +
+backward = 3 x forward) for a full-length batch (hidden 500, 2+2 layers, batch 64, vocab 8000,
+source and target length 10). Peak is the best of square matmuls of a few sizes, measured in this
+same process right before the step, so both see the same machine load.
+
+Then the loss-curve check of `bf16-mixed`: 200 steps from the same initial weights over the same
+Cornell-slice batches at fp32 and under bf16 autocast; the validation losses after those steps
+must agree within 2 %.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from dialoglab.bench.common import CORNELL_SLICE, Figure, median, set_seed, time_interleaved
+from dialoglab.bench.workloads import (
+    GRUSize,
+    cornell_datamodule,
+    make_optimizer,
+    mean_nll,
+    our_step,
+    synthetic_batch,
+    take_batches,
+)
+from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per_step
+
+
+def matmul_gflops(dtype: torch.dtype, n: int, repeats: int) -> float:
+    """Best GFLOP/s of an (n x n) @ (n x n) matmul into a preallocated output."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(dtype)
+    b = torch.randn(n, n, generator=g).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    torch.mm(a, b, out=out)  # warm-up: thread pool, kernel choice, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def matmul_peak(dtype: torch.dtype, quick: bool) -> tuple[float, int]:
+    """(best GFLOP/s, at size n) over a few sizes."""
+    sizes = (256, 512) if quick else (1024, 2048, 3072)
+    results = {n: matmul_gflops(dtype, n, repeats=3 if quick else 6) for n in sizes}
+    n = max(results, key=results.__getitem__)
+    return results[n], n
+
+
+def step_timing(size: GRUSize, quick: bool) -> dict[str, float]:
+    """Median seconds of the fp32 and the bf16-autocast training step on one full-length batch."""
+    set_seed(0)
+    net = GRUAttnSeq2Seq(size.config()).train()
+    batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
+    nets = {"fp32": net, "bf16": copy.deepcopy(net)}
+    optimizers = {name: make_optimizer(n) for name, n in nets.items()}
+    times = time_interleaved(
+        {
+            name: (lambda name=name: our_step(nets[name], optimizers[name], batch, name == "bf16"))
+            for name in nets
+        },
+        repeats=3 if quick else 8,
+        warmup=1 if quick else 2,
+    )
+    return {name: median(ts) for name, ts in times.items()}
+
+
+def loss_curves(size: GRUSize, steps: int, quick: bool) -> dict[str, float]:
+    """Train the same initial weights over the same batches at fp32 and bf16; compare losses."""
+    if (CORNELL_SLICE / "movie_lines.txt").is_file():
+        set_seed(0)
+        dm = cornell_datamodule(batch_size=size.batch, bucket=True)
+        batches = take_batches(dm.train_dataloader(), steps)
+        val = take_batches(dm.val_dataloader(), 4 if not quick else 1)
+        vocab, source = len(dm.tokenizer), "Cornell slice (bucketed batches)"
+    else:  # a learnable stand-in: reply = source reversed
+        vocab, source = size.vocab, "synthetic reversal task"
+        batches, val = [], []
+        for k in range(steps + 4):
+            b = synthetic_batch(vocab, size.batch, size.length, size.length, seed=k)
+            b["target"] = b["src"].flip(1)
+            b["decoder_input"] = torch.cat([b["decoder_input"][:, :1], b["target"][:, :-1]], 1)
+            (batches if k < steps else val).append(b)
+    set_seed(1)
+    initial = GRUAttnSeq2Seq(size.config(vocab=vocab)).state_dict()
+    result: dict[str, float] = {"source": source}  # type: ignore[dict-item]
+    for name in ("fp32", "bf16"):
+        set_seed(2)  # the same dropout masks for both
+        net = GRUAttnSeq2Seq(size.config(vocab=vocab)).train()
+        net.load_state_dict(initial)
+        optimizer = make_optimizer(net)
+        start = time.perf_counter()
+        losses = [our_step(net, optimizer, b, bf16=name == "bf16") for b in batches]
+        result[f"{name}_seconds"] = time.perf_counter() - start
+        tail = losses[-min(20, len(losses)) :]
+        result[f"{name}_train_loss_last20"] = sum(tail) / len(tail)
+        result[f"{name}_val_loss"] = mean_nll(net, val)
+    return result
+
+
+def run(quick: bool = False) -> list[Figure]:
+    size = GRUSize.for_run(quick)
+    threads = torch.get_num_threads()
+    peak32, n32 = matmul_peak(torch.float32, quick)
+    peak16, n16 = matmul_peak(torch.bfloat16, quick)
+    times = step_timing(size, quick)
+    flops = count_flops_per_step(size.config(), size.batch, size.length, size.length)
+    achieved32 = flops / times["fp32"] / 1e9
+    achieved16 = flops / times["bf16"] / 1e9
+    steps = 10 if quick else 200
+    curves = loss_curves(size, steps, quick)
+    rel = abs(curves["bf16_val_loss"] - curves["fp32_val_loss"]) / curves["fp32_val_loss"]
+    workload = (
+        f"H={size.hidden}, {size.layers}+{size.layers} layers, B={size.batch}, "
+        f"V={size.vocab}, S=T={size.length}; {flops / 1e9:.1f} GFLOP/step"
+    )
+    return [
+        Figure("fp32 matmul peak", round(peak32, 1), "GFLOP/s", note=f"n={n32}, {threads} threads"),
+        Figure("bf16 matmul peak", round(peak16, 1), "GFLOP/s", note=f"n={n16}, {threads} threads"),
+        Figure("gru_attn step fp32", round(times["fp32"] * 1e3, 1), "ms", note=workload),
+        Figure("gru_attn step fp32 achieved", round(achieved32, 1), "GFLOP/s"),
+        Figure(
+            "gru_attn step fp32 / fp32 peak",
+            round(100 * achieved32 / peak32, 1),
+            "%",
+            target=(">=", 75.0),
+        ),
+        Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
+        Figure(
+            "gru_attn step bf16 / bf16 peak",
+            round(100 * achieved16 / peak16, 1),
+            "%",
+            note=f"{achieved16:.1f} GFLOP/s",
+        ),
+        Figure(
+            "bf16-mixed speed-up over fp32 (step)",
+            round(times["fp32"] / times["bf16"], 2),
+            "x",
+            target=(">=", 1.5),
+        ),
+        Figure(
+            f"bf16 vs fp32 val loss after {steps} steps",
+            round(100 * rel, 2),
+            "%",
+            target=("<=", 2.0),
+            note=(
+                f"fp32 {curves['fp32_val_loss']:.4f} vs bf16 {curves['bf16_val_loss']:.4f} "
+                f"on {curves['source']}; {steps} steps took {curves['fp32_seconds']:.0f} s "
+                f"fp32, {curves['bf16_seconds']:.0f} s bf16"
+            ),
+            extra=curves,
+        ),
+    ]

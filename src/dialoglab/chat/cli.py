@@ -1,0 +1,150 @@
+"""`python chat.py ckpt_path=...`: a terminal chat (rich) with /reset /memory /forget /help /quit.
+
+`--once "text"` (or `once="text"`) prints the reply to one message and exits, for scripts. Input
+that is not valid UTF-8 is read with replacement characters instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.markup import escape
+
+from dialoglab.chat.bot import BotReply, Chatbot
+from dialoglab.errors import ConfigError
+from dialoglab.experiment.runner import CONFIG_DIR, run_task
+
+QUIT = ("/quit", "/exit", "/q")
+_argv_once: str | None = None  # the text of `--once TEXT`, kept away from Hydra's parser
+
+
+def translate_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """Take `--once TEXT` / `--once=TEXT` out of argv (Hydra would parse the text as an override)."""
+    rest, once = [], None
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--once":
+            if i + 1 >= len(args):
+                raise SystemExit('error: --once needs a message, e.g. --once "hello"')
+            once = args[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--once="):
+            once = arg[len("--once=") :]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, once
+
+
+def find_checkpoints(root: str | Path = ".") -> list[Path]:
+    """Checkpoints under root/outputs/**/checkpoints/, newest first."""
+    found = Path(root).glob("outputs/**/checkpoints/*.ckpt")
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def require_checkpoint(cfg: DictConfig) -> str:
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        found = find_checkpoints()
+        hint = f"e.g. ckpt_path={found[0]}" if found else "train one with: make quickstart"
+        raise ConfigError(f"ckpt_path is required (the checkpoint to talk to); {hint}")
+    return str(cfg.ckpt_path)
+
+
+def describe_decoding(bot: Chatbot) -> str:
+    d = bot.decoding
+    strategy = d.effective_strategy
+    if strategy == "beam":
+        return f"beam search, {d.num_beams} beams"
+    if strategy == "sample":
+        return f"sampling, temperature {d.temperature}, top-k {d.top_k}, top-p {d.top_p}"
+    return "greedy"
+
+
+def print_reply(console: Console, reply: BotReply) -> None:
+    for notice in reply.notices:
+        console.print(f"[yellow]note:[/] {escape(notice)}", soft_wrap=True)
+    console.print(f"[bold green]bot>[/] {escape(reply.text)}", soft_wrap=True)
+    if reply.learnt:
+        facts = "; ".join(
+            f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in reply.learnt.items()
+        )
+        console.print(f"[dim](remembered {escape(facts)})[/]", soft_wrap=True)
+
+
+def repl(bot: Chatbot, session_id: str = "cli", console: Console | None = None) -> int:
+    """Read messages until /quit or end of input; returns the number of messages answered."""
+    console = console or Console()
+    session = bot.new_session(session_id)
+    console.print(
+        f"[bold]dialoglab chat[/] - {bot.family} model, {describe_decoding(bot)}, "
+        f"reads the last {bot.window} turn(s). /help for commands, /quit to leave.",
+        soft_wrap=True,
+    )
+    answered = 0
+    while True:
+        try:
+            text = console.input("[bold cyan]you>[/] ")
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            break
+        if text.strip().lower() in QUIT:
+            break
+        print_reply(console, bot.reply(text, session))
+        answered += 1
+    console.print("[dim]bye[/]")
+    return answered
+
+
+def chat(cfg: DictConfig) -> dict[str, Any]:
+    path = require_checkpoint(cfg)
+    decoding = OmegaConf.to_container(cfg.decoding, resolve=True) if cfg.get("decoding") else None
+    bot = Chatbot.from_checkpoint(
+        path,
+        decoding=decoding,
+        device=cfg.get("device", "cpu"),
+        max_input_chars=cfg.max_input_chars,
+    )
+    once = _argv_once if _argv_once is not None else cfg.get("once")
+    if once is not None:
+        reply = bot.reply(str(once), bot.new_session(cfg.session_id))
+        for notice in reply.notices:
+            print(f"note: {notice}", file=sys.stderr)
+        print(reply.text, flush=True)
+        return {"replies": 1}
+    return {"replies": repl(bot, cfg.session_id)}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="chat")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_task(chat, cfg)
+
+
+def _reconfigure_stdio() -> None:
+    """Undecodable input becomes U+FFFD; output never fails on unusual characters."""
+    for stream, errors in (
+        (sys.stdin, "replace"),
+        (sys.stdout, "replace"),
+        (sys.stderr, "replace"),
+    ):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):  # a closed or odd stream
+                reconfigure(encoding="utf-8", errors=errors)
+
+
+def main() -> None:
+    global _argv_once
+    _reconfigure_stdio()
+    rest, _argv_once = translate_argv(sys.argv[1:])
+    sys.argv = [sys.argv[0], *rest]
+    _hydra_main()

@@ -1,0 +1,251 @@
+"""`streamlit run app.py`: a web chat with any checkpoint under outputs/.
+
+Sidebar: the checkpoint (every `outputs/**/checkpoints/*.ckpt` under `DIALOGLAB_ROOT` or the
+working directory, newest first, or a typed path; `DIALOGLAB_CKPT` preselects one), decoding
+controls (a preset from conf/decoding/ and its fields), what the bot remembers about you (with a
+button to forget it) and a button to start over. Each browser session has its own history and
+memory. For gru_attn models, the attention of the last reply is drawn as a heat-map (source words
+x reply words). The model is loaded once per checkpoint and process (`st.cache_resource`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from dialoglab.chat.bot import Attention, Chatbot, Session
+from dialoglab.errors import DialoglabError
+from dialoglab.generation import STRATEGIES, DecodingConfig, preset_names
+
+TITLE = "dialoglab chat"
+
+
+def root_dir() -> Path:
+    return Path(os.environ.get("DIALOGLAB_ROOT") or Path.cwd())
+
+
+def find_checkpoints(root: Path) -> list[Path]:
+    """Checkpoints under root/outputs/**/checkpoints/, newest first."""
+    found = (root / "outputs").glob("**/checkpoints/*.ckpt")
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def load_bot(path: str) -> Chatbot:
+    return Chatbot.from_checkpoint(path)
+
+
+# -----------------------------------------------------------------------------
+# Sidebar
+
+
+def choose_checkpoint() -> str | None:
+    root = root_dir()
+    options = [str(p) for p in find_checkpoints(root)]
+    preselected = os.environ.get("DIALOGLAB_CKPT")
+    if preselected:
+        options = [preselected, *(o for o in options if o != preselected)]
+
+    def label(path: str) -> str:
+        try:
+            return str(Path(path).relative_to(root / "outputs"))
+        except ValueError:
+            return path
+
+    choice = None
+    if options:
+        choice = st.selectbox("Checkpoint", options, format_func=label, key="ckpt_choice")
+    typed = st.text_input("...or a checkpoint path", key="ckpt_typed").strip()
+    return typed or choice
+
+
+def decoding_controls(bot: Chatbot) -> DecodingConfig:
+    """Widgets for a decoding preset and its fields; returns the resulting config."""
+    presets = preset_names()
+    preset = st.selectbox(
+        "Decoding preset", presets, index=presets.index("beam") if "beam" in presets else 0
+    )
+    base = DecodingConfig.from_any(preset)
+    k = f"dec_{preset}_"  # a new preset starts from its own values
+    strategy = st.selectbox(
+        "Strategy", STRATEGIES, index=STRATEGIES.index(base.strategy), key=k + "strategy"
+    )
+    default_max = base.max_length or int(getattr(bot.model, "max_reply_length", 20))
+    values: dict[str, Any] = {"strategy": strategy}
+    values["max_length"] = st.slider("Max length (tokens)", 2, 100, default_max, key=k + "max")
+    values["min_length"] = st.slider(
+        "Min length",
+        0,
+        values["max_length"] - 1,
+        min(base.min_length, values["max_length"] - 1),
+        key=k + "min",
+    )
+    if strategy == "beam":
+        values["num_beams"] = st.slider("Beams", 1, 10, max(base.num_beams, 1), key=k + "beams")
+        values["length_penalty"] = st.slider(
+            "Length penalty", -1.0, 3.0, base.length_penalty, 0.1, key=k + "lp"
+        )
+    if strategy == "sample":
+        values["temperature"] = st.slider(
+            "Temperature", 0.05, 2.0, base.temperature, 0.05, key=k + "temp"
+        )
+        values["top_k"] = st.slider("Top-k (0 = off)", 0, 200, base.top_k, key=k + "topk")
+        values["top_p"] = st.slider("Top-p", 0.05, 1.0, base.top_p, 0.05, key=k + "topp")
+        seed = st.number_input("Seed (-1 = random)", -1, 2**31 - 1, -1, key=k + "seed")
+        values["seed"] = None if seed < 0 else int(seed)
+    values["no_repeat_ngram_size"] = st.slider(
+        "No-repeat n-gram size (0 = off)", 0, 6, base.no_repeat_ngram_size, key=k + "nrng"
+    )
+    values["repetition_penalty"] = st.slider(
+        "Repetition penalty", 1.0, 3.0, max(base.repetition_penalty, 1.0), 0.05, key=k + "rp"
+    )
+    values["block_context_ngram_size"] = st.slider(
+        "Block n-grams of your message (0 = off)",
+        0,
+        6,
+        base.block_context_ngram_size,
+        key=k + "ctx",
+    )
+    try:
+        return base.replace(**values)
+    except DialoglabError as err:
+        st.warning(f"{err}; using the preset as it is")
+        return base
+
+
+def memory_panel(session: Session) -> None:
+    st.subheader("What I remember about you")
+    memory = session.memory
+    if memory.is_empty():
+        st.caption('Nothing yet. Try "my name is ...", "I like ...", "I\'m from ...".')
+    else:
+        rows = {
+            "name": memory.name or "",
+            "from": memory.origin or "",
+            "likes": ", ".join(memory.likes),
+            "dislikes": ", ".join(memory.dislikes),
+        }
+        st.table([{"fact": k, "value": v} for k, v in rows.items() if v])
+    col1, col2 = st.columns(2)
+    if col1.button("Forget me", key="forget", disabled=memory.is_empty()):
+        memory.forget()
+        st.rerun()
+    if col2.button("New chat", key="reset"):
+        session.reset()
+        st.session_state.messages = []
+        st.rerun()
+
+
+# -----------------------------------------------------------------------------
+# Attention heat-map
+
+
+def attention_figure(attention: Attention) -> Any:
+    """Matplotlib figure: reply tokens (rows) x source tokens (columns)."""
+    from matplotlib.figure import Figure
+
+    rows, cols = len(attention.reply_tokens), len(attention.source_tokens)
+    fig = Figure(
+        figsize=(min(9.0, max(4.0, 0.4 * cols + 1.8)), min(7.0, max(2.6, 0.3 * rows + 1.4)))
+    )
+    ax = fig.add_subplot()
+    image = ax.imshow(attention.weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(cols), attention.source_tokens, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(rows), attention.reply_tokens, fontsize=8)
+    ax.set_xlabel("source (what the model read)")
+    ax.set_ylabel("reply")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    return fig
+
+
+# -----------------------------------------------------------------------------
+# Page
+
+
+def main() -> None:
+    st.set_page_config(page_title=TITLE, page_icon=":speech_balloon:", layout="wide")
+    state = st.session_state
+    with st.sidebar:
+        st.header(TITLE)
+        path = choose_checkpoint()
+    if not path:
+        st.title(TITLE)
+        st.info(
+            f"No checkpoint found under {root_dir() / 'outputs'}. Train one with "
+            "`python train.py experiment=quickstart`, or type a checkpoint path in the sidebar."
+        )
+        return
+    try:
+        bot = load_bot(path)
+    except DialoglabError as err:
+        st.title(TITLE)
+        st.error(str(err))
+        return
+
+    if state.get("ckpt") != path:  # a new model: a new conversation
+        state.ckpt = path
+        state.session = bot.new_session()
+        state.messages = []
+    session: Session = state.session
+
+    with st.sidebar:
+        st.caption(
+            f"{bot.family} model · reads the last {bot.window} turn(s) · "
+            f"vocabulary {len(bot.model.tokenizer):,}"
+        )
+        with st.expander("Decoding", expanded=False):
+            decoding = decoding_controls(bot)
+
+    # The message is answered before the page is drawn, so the memory panel is up to date.
+    prompt = st.chat_input("Say something...")
+    if prompt is not None:
+        reply = bot.reply(
+            str(prompt), session, decoding=decoding, with_attention=bot.supports_attention
+        )
+        state.messages.append({"role": "user", "text": str(prompt)})
+        state.messages.append(
+            {
+                "role": "assistant",
+                "text": reply.text,
+                "source": reply.source,
+                "notices": reply.notices,
+                "learnt": reply.learnt,
+                "attention": reply.attention,
+            }
+        )
+
+    with st.sidebar:
+        memory_panel(session)
+
+    st.title(TITLE)
+    chat_column, attention_column = st.columns([3, 2], gap="large")
+    with chat_column:
+        if not state.messages:
+            st.caption("Type a message below. /help lists the commands.")
+        for message in state.messages:
+            with st.chat_message(message["role"]):
+                st.markdown(message["text"].replace("<", "&lt;"))
+                for notice in message.get("notices") or []:
+                    st.caption(f"note: {notice}")
+                if message.get("learnt"):
+                    facts = "; ".join(
+                        f"{k}: {', '.join(v) if isinstance(v, list) else v}"
+                        for k, v in message["learnt"].items()
+                    )
+                    st.caption(f"remembered {facts}")
+                if message.get("source") == "memory":
+                    st.caption("answered from memory")
+
+    with attention_column:
+        last = next((m for m in reversed(state.messages) if m["role"] == "assistant"), None)
+        if not bot.supports_attention:
+            st.caption(f"No attention heat-map for {bot.family} models.")
+        elif last is not None and last.get("attention") is not None and last["attention"].weights:
+            st.markdown("**Attention of the last reply** (reply words x source words)")
+            st.pyplot(attention_figure(last["attention"]), clear_figure=False)
+        else:
+            st.caption("The attention of the model's last reply will appear here.")

@@ -1,0 +1,9 @@
+"""`python -m dialoglab.report <sweep or runs dir>`: a ranked table and plots of runs, offline.
+
+See dialoglab.experiment.sweep_report for what is read and written.
+"""
+
+from dialoglab.experiment.sweep_report import main
+
+if __name__ == "__main__":
+    main()

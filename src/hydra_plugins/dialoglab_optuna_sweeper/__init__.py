@@ -1,0 +1,1 @@
+"""Hydra plugin: `hydra/sweeper=dialoglab_optuna` (see dialoglab.experiment.sweeper)."""

@@ -1,0 +1,197 @@
+"""`streamlit run app.py`: with Streamlit's AppTest, and in a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.integration.cdp import Browser, find_chromium
+
+APP = REPO_ROOT / "app.py"
+TIMEOUT = 120  # model imports are slow on a loaded machine
+
+
+@pytest.fixture
+def app_env(chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DIALOGLAB_CKPT", str(chat_checkpoint))
+    monkeypatch.setenv("DIALOGLAB_ROOT", str(chat_checkpoint.parents[3]))  # <root>/outputs/run/...
+    return chat_checkpoint
+
+
+def test_app_chats_remembers_and_draws_attention(app_env: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox(key="ckpt_choice").value == str(app_env)
+    assert at.title[0].value == "dialoglab chat"
+
+    at.chat_input[0].set_value("hi, my name is Ana and I love jazz").run()
+    assert not at.exception, at.exception
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    assert at.chat_message[0].markdown[0].value == "hi, my name is Ana and I love jazz"
+    assert at.chat_message[1].markdown[0].value.strip()
+    assert "remembered name: Ana; likes: jazz" in [c.value for c in at.chat_message[1].caption]
+    memory = at.sidebar.table[0].value
+    assert memory.to_dict("records") == [
+        {"fact": "name", "value": "Ana"},
+        {"fact": "likes", "value": "jazz"},
+    ]
+    assert any("Attention of the last reply" in m.value for m in at.markdown)
+
+    at.chat_input[0].set_value("what's my name?").run()
+    assert at.chat_message[3].markdown[0].value == "Your name is Ana."
+
+    at.sidebar.button(key="forget").click().run()
+    assert not at.sidebar.table
+    at.chat_input[0].set_value("what's my name?").run()
+    assert at.chat_message[5].markdown[0].value.startswith("I don't know your name")
+
+    at.sidebar.button(key="reset").click().run()
+    assert len(at.chat_message) == 0
+
+
+def test_app_decoding_controls(app_env: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    decoding = next(s for s in at.sidebar.selectbox if s.label == "Decoding preset")
+    assert decoding.value == "beam"
+    decoding.set_value("sample").run()
+    assert not at.exception, at.exception
+    labels = [s.label for s in at.sidebar.slider]
+    assert "Temperature" in labels and "Beams" not in labels
+    at.chat_input[0].set_value("hello there").run()
+    assert not at.exception, at.exception
+    assert at.chat_message[1].markdown[0].value.strip()
+
+
+def test_app_without_checkpoints_says_how_to_get_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.delenv("DIALOGLAB_CKPT", raising=False)
+    monkeypatch.setenv("DIALOGLAB_ROOT", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert "experiment=quickstart" in at.info[0].value
+    at.sidebar.text_input(key="ckpt_typed").set_value(str(tmp_path / "missing.ckpt")).run()
+    assert "no such file" in at.error[0].value
+
+
+# -----------------------------------------------------------------------------
+# A real browser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def streamlit_server(app_env: Path, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    log = (tmp_path / "streamlit.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.headless=true",
+            f"--server.port={port}",
+            "--server.address=127.0.0.1",
+            "--browser.gatherUsageStats=false",
+            "--server.fileWatcherType=none",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"streamlit exited: {(tmp_path / 'streamlit.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("streamlit did not come up")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+        log.close()
+
+
+MESSAGES = '[data-testid="stChatMessage"]'
+INPUT = '[data-testid="stChatInputTextArea"]'
+
+
+def test_real_browser_types_a_message_and_sees_the_reply(
+    streamlit_server: str, tmp_path: Path
+) -> None:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip(
+            "Chromium is not installed (Debian: apt-get install -y chromium); "
+            "the AppTest tests above cover the app without a browser"
+        )
+    with Browser(chromium) as browser:
+        browser.navigate(streamlit_server)
+        browser.wait_for(f"!!document.querySelector('{INPUT}')", timeout=TIMEOUT)
+        for text, expected in [
+            ("hi, my name is Ana and I love jazz", None),
+            ("what's my name?", "Your name is Ana."),
+        ]:
+            count = browser.evaluate(f"document.querySelectorAll('{MESSAGES}').length")
+            browser.evaluate(f"document.querySelector('{INPUT}').focus()")
+            browser.type_text(text)
+            browser.press_enter()
+            browser.wait_for(
+                f"document.querySelectorAll('{MESSAGES}').length >= {count + 2}", timeout=TIMEOUT
+            )
+            shown = browser.evaluate(
+                f"Array.from(document.querySelectorAll('{MESSAGES}')).map(e => e.innerText)"
+            )
+            assert text in shown[-2]
+            reply = shown[-1]
+            assert reply.strip()
+            if expected:
+                assert expected in reply
+        sidebar = browser.evaluate(
+            "document.querySelector('[data-testid=\"stSidebar\"]').innerText"
+        )
+        assert "Ana" in sidebar and "jazz" in sidebar
+        screenshot = browser.screenshot(tmp_path / "web_ui.png")
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        target = os.environ.get("DIALOGLAB_SCREENSHOT")
+        if target:
+            Path(target).write_bytes(screenshot.read_bytes())

@@ -1,0 +1,184 @@
+"""CausalLMModule and GPT-2 construction: special ids, loss masking, packing, generation,
+warm-up/decay scheduling, switches, and the offline fast-fail for hub names."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dialoglab.data.hf_tokenization import HFTokenizer
+from dialoglab.errors import ConfigError
+from dialoglab.models.causal_lm import CausalLMModule
+from dialoglab.models.components.gpt2 import is_activation_checkpointing
+from dialoglab.models.schedules import warmup_decay
+from tests.unit.test_gpt2_tokenization import EXAMPLES, TEXTS
+
+
+@pytest.fixture(scope="module")
+def tok() -> HFTokenizer:
+    return HFTokenizer(vocab_size=300, min_frequency=1).fit_examples(EXAMPLES * 3)
+
+
+def make_module(tok: HFTokenizer, **kwargs) -> CausalLMModule:
+    torch.manual_seed(0)
+    defaults = dict(n_layer=2, n_head=2, n_embd=32, n_positions=128, dropout=0.0)
+    optimizer = functools.partial(torch.optim.AdamW, lr=1e-3)
+    return CausalLMModule(tok, optimizer, **{**defaults, **kwargs})
+
+
+def test_scratch_model_uses_the_tokenizer_ids(tok: HFTokenizer) -> None:
+    net = make_module(tok).net
+    assert net.config.vocab_size == len(tok)
+    for holder in (net.config, net.generation_config):
+        assert (holder.bos_token_id, holder.eos_token_id, holder.pad_token_id) == (
+            tok.bos_id,
+            tok.eos_id,
+            tok.pad_id,
+        )
+
+
+def test_loss_counts_reply_tokens_only_and_packing_matches(tok: HFTokenizer) -> None:
+    module = make_module(tok).eval()
+    split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
+    batch = tok.collate(split, list(range(5)))
+    replies = sum(len(split.target(i)) for i in range(5))
+    assert int(module.count_tokens(batch)) == replies
+    # Changing a prompt token changes the loss (it conditions), but labels stay on the reply.
+    packer = HFTokenizer(pack_to=128)
+    packer.load_state_dict(tok.state_dict())
+    packed = packer.collate(split, list(range(5)))
+    assert packed["input_ids"].shape[0] < 5
+    with torch.no_grad():
+        plain_nll, packed_nll = module.nll(batch), module.nll(packed)
+    assert int(module.count_tokens(packed)) == replies
+    assert torch.allclose(plain_nll, packed_nll, rtol=1e-4), (plain_nll, packed_nll)
+    chosen = torch.tensor([0, 2])
+    sub = module.select_examples(packed, chosen)
+    assert set(sub) == {
+        "prompt_ids",
+        "prompt_mask",
+        "prompt_types",
+        "reply_ids",
+        "n_words",
+        "index",
+    }
+    assert sub["index"].tolist() == [0, 2]
+
+
+def test_batched_left_padded_generation_matches_single(tok: HFTokenizer) -> None:
+    module = make_module(tok, max_reply_length=6).eval()
+    contexts = [[TEXTS[0]], [TEXTS[1], TEXTS[2], TEXTS[3]], []]
+    personas = [TEXTS[4], (), [TEXTS[5]]]
+    together = module.reply(contexts, personas=personas)
+    alone = [module.reply([c], personas=[p])[0] for c, p in zip(contexts, personas, strict=True)]
+    assert together == alone
+    assert len(module.reply([[TEXTS[0]]])) == 1  # no persona: the base signature still works
+
+
+def test_generate_stops_within_the_position_budget(tok: HFTokenizer) -> None:
+    module = make_module(tok, n_positions=24, max_reply_length=40).eval()
+    batch = module.encode_prompts([[" ".join(TEXTS)]], None)
+    assert batch["prompt_ids"].shape[1] <= 24
+    ids = module.generate_ids(batch["prompt_ids"], batch["prompt_mask"], batch["prompt_types"])
+    assert batch["prompt_ids"].shape[1] + ids.shape[1] <= 24
+
+
+def test_step_scheduler_and_weight_decay_groups(tok: HFTokenizer) -> None:
+    scheduler = functools.partial(warmup_decay, interval="step", warmup_ratio=0.1)
+    module = make_module(tok, scheduler=scheduler, weight_decay=0.1)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    config = module.configure_optimizers()
+    assert config["lr_scheduler"]["interval"] == "step"
+    optimizer, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    no_decay = {id(p) for p in optimizer.param_groups[1]["params"]}
+    assert all(id(p) in no_decay for n, p in module.net.named_parameters() if n.endswith("bias"))
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        sched.step()
+    peak = lrs.index(max(lrs))
+    assert peak == 10 and max(lrs) == pytest.approx(1e-3)  # 10 warm-up steps, then decay
+    assert lrs[0] < lrs[5] < lrs[9] and lrs[20] > lrs[60] > lrs[99]
+    # An epoch scheduler keeps working as before (the default interval).
+    epoch = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1)
+    module = make_module(tok, scheduler=epoch)
+    assert module.configure_optimizers()["lr_scheduler"]["interval"] == "epoch"
+    bad = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, interval="batch")
+    with pytest.raises(ConfigError, match="interval"):
+        make_module(tok, scheduler=bad).configure_optimizers()
+
+
+def test_schedule_shapes() -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cosine = warmup_decay(opt, num_training_steps=10, warmup_steps=0, decay="cosine")
+    assert cosine.lr_lambdas[0](0) == pytest.approx(1.0)
+    assert cosine.lr_lambdas[0](5) == pytest.approx(0.5)
+    constant = warmup_decay(opt, num_training_steps=10, warmup_steps=2, decay="constant")
+    assert [round(constant.lr_lambdas[0](s), 3) for s in (0, 1, 2, 9)] == [0.333, 0.667, 1, 1]
+    with pytest.raises(ConfigError, match="decay"):
+        warmup_decay(opt, 10, decay="exp")
+
+
+def test_gradient_checkpointing_and_compile_switches(tok: HFTokenizer, monkeypatch) -> None:
+    module = make_module(tok, gradient_checkpointing=True).train()
+    assert is_activation_checkpointing(module.net)
+    split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
+    loss = module.nll(tok.collate(split, [0, 1]))
+    loss.backward()
+    assert module.net.transformer.wte.weight.grad is not None
+    calls = []
+    compiled = make_module(tok, compile=True)
+    monkeypatch.setattr(compiled.net, "compile", lambda **kw: calls.append(kw))
+    compiled.on_fit_start()
+    compiled.on_fit_start()
+    assert calls == [{"dynamic": True}]
+
+
+def test_unfitted_tokenizer_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="fitted"):
+        CausalLMModule(HFTokenizer(), functools.partial(torch.optim.AdamW, lr=1e-3))
+
+
+@pytest.fixture
+def no_hub_cache(tmp_path: Path, monkeypatch) -> None:
+    """An empty HF cache, and offline mode restored after the test."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+
+
+@pytest.mark.parametrize("offline_env", [True, False])
+def test_hub_name_offline_fails_fast(
+    tok: HFTokenizer, no_hub_cache, monkeypatch, offline_env: bool
+) -> None:
+    """Offline switch already set, or the hub unreachable (a closed local port): seconds, not
+    the 23-46 s of retries, and the message says how to supply a local directory."""
+    if offline_env:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        make_module(tok, pretrained="distilgpt2")
+    assert time.monotonic() - start < 10
+    message = str(err.value)
+    assert "model.pretrained='distilgpt2'" in message and "model.pretrained=/path/to/DIR" in message
+    assert "save_pretrained" in message
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # the rest of the run stays offline
+    with pytest.raises(ConfigError, match="no such directory"):
+        make_module(tok, pretrained="./no/such/dir")
