@@ -132,7 +132,7 @@ def report_run(
         for prompt, reply in samples:
             replies.add_row(prompt, reply or "(empty)")
         console.print(replies)
-    console.print(f"run directory: [bold]{output_dir}[/]")
+    console.print(f"run directory: [bold]{output_dir}[/]", soft_wrap=True)
     if checkpoint:
-        console.print(f"best checkpoint: [bold]{checkpoint}[/]")
-        console.print(f"evaluate it with: python eval.py ckpt_path={checkpoint}")
+        console.print(f"best checkpoint: [bold]{checkpoint}[/]", soft_wrap=True)
+        console.print(f"evaluate it with: python eval.py ckpt_path={checkpoint}", soft_wrap=True)
