@@ -22,7 +22,7 @@ from typing import Any
 import hydra
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pydantic import BaseModel, Field
 
 from dialoglab.chat.bot import Chatbot, Session
@@ -195,16 +195,9 @@ def create_app(
 def serve(cfg: DictConfig) -> dict[str, Any]:
     import uvicorn
 
-    from dialoglab.chat.cli import require_checkpoint
+    from dialoglab.chat.cli import bot_from_config
 
-    path = require_checkpoint(cfg)
-    decoding = OmegaConf.to_container(cfg.decoding, resolve=True) if cfg.get("decoding") else None
-    bot = Chatbot.from_checkpoint(
-        path,
-        decoding=decoding,
-        device=cfg.get("device", "cpu"),
-        max_input_chars=cfg.max_message_chars,
-    )
+    bot = bot_from_config(cfg, cfg.max_message_chars)
     app = create_app(bot, cfg.max_message_chars, cfg.max_body_bytes, cfg.max_sessions)
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level))
     return {}

@@ -60,6 +60,15 @@ def require_checkpoint(cfg: DictConfig) -> str:
     return str(cfg.ckpt_path)
 
 
+def bot_from_config(cfg: DictConfig, max_input_chars: int) -> Chatbot:
+    """The Chatbot a front end's config describes: `ckpt_path`, `decoding`, `device`."""
+    path = require_checkpoint(cfg)
+    decoding = OmegaConf.to_container(cfg.decoding, resolve=True) if cfg.get("decoding") else None
+    return Chatbot.from_checkpoint(
+        path, decoding=decoding, device=cfg.get("device", "cpu"), max_input_chars=max_input_chars
+    )
+
+
 def describe_decoding(bot: Chatbot) -> str:
     d = bot.decoding
     strategy = d.effective_strategy
@@ -106,14 +115,7 @@ def repl(bot: Chatbot, session_id: str = "cli", console: Console | None = None) 
 
 
 def chat(cfg: DictConfig) -> dict[str, Any]:
-    path = require_checkpoint(cfg)
-    decoding = OmegaConf.to_container(cfg.decoding, resolve=True) if cfg.get("decoding") else None
-    bot = Chatbot.from_checkpoint(
-        path,
-        decoding=decoding,
-        device=cfg.get("device", "cpu"),
-        max_input_chars=cfg.max_input_chars,
-    )
+    bot = bot_from_config(cfg, cfg.max_input_chars)
     once = _argv_once if _argv_once is not None else cfg.get("once")
     if once is not None:
         reply = bot.reply(str(once), bot.new_session(cfg.session_id))
