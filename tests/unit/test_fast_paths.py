@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import random
 import re
 import unicodedata
@@ -12,6 +13,7 @@ import torch
 
 from dialoglab.bench.tutorial_baseline import TutorialTrainer, tutorial_batch
 from dialoglab.bench.workloads import make_optimizer, mean_nll, our_step, synthetic_batch
+from dialoglab.data.datamodule import gc_paused
 from dialoglab.data.dialogue import Example
 from dialoglab.data.encoded import EncodedPairs
 from dialoglab.data.tokenization import WordTokenizer
@@ -185,3 +187,20 @@ def test_tutorial_baseline_trains_the_shared_weights() -> None:
     trainer.step(tutorial_batch(synthetic_batch(60, 4, 5, 5)))
     assert not torch.equal(before, net.decoder.W_o.weight)  # the twin GRUs share parameters too
     assert trainer.encoder.gru.weight_hh_l0 is net.encoder.rnn.weight_hh_l0
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), gc_paused():
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from dialoglab.bench.common import (
     REPO_ROOT,
     Figure,
+    apply_thread_setting,
     environment,
     load_average,
     run_isolated,
@@ -59,7 +61,12 @@ BUDGET_SECONDS = 15 * 60
 
 
 def command_for(name: str, quick: bool) -> str:
-    return f"python -m dialoglab.bench --only {name}" + (" --quick" if quick else "")
+    threads = os.environ.get("DIALOGLAB_BENCH_THREADS")
+    return (
+        f"python -m dialoglab.bench --only {name}"
+        + (" --quick" if quick else "")
+        + (f" --threads {threads}" if threads else "")
+    )
 
 
 def fmt_value(value: Any) -> str:
@@ -131,7 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code runs")
     parser.add_argument("--out", default=None, help="output folder (default outputs/bench/<date>)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads in every benchmark (default: torch's own choice)",
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        os.environ["DIALOGLAB_BENCH_THREADS"] = str(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        apply_thread_setting()
 
     if args.list:
         for name, (_, what) in BENCHES.items():
@@ -158,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "python -m dialoglab.bench"
         + (f" --only {','.join(names)}" if args.only else "")
         + (" --quick" if args.quick else "")
+        + (f" --threads {args.threads}" if args.threads else "")
     )
     report: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),

@@ -173,7 +173,17 @@ def run_isolated(target: str, kwargs: dict[str, Any] | None = None, timeout: flo
     raise RuntimeError(f"{target} failed (exit {proc.returncode}):\n{tail}")
 
 
+def apply_thread_setting() -> None:
+    """torch intra-op threads from DIALOGLAB_BENCH_THREADS (the runner's --threads), if set."""
+    threads = os.environ.get("DIALOGLAB_BENCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def _child(target: str, kwargs_json: str) -> None:
+    apply_thread_setting()
     module_name, _, func_name = target.partition(":")
     module = importlib.import_module(module_name)
     gc.collect()

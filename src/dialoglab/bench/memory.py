@@ -13,14 +13,14 @@ import functools
 import time
 from typing import Any
 
+import lightning.pytorch as pl
+import torch
+
 from dialoglab.bench.common import CORNELL_SLICE, Figure, run_isolated
 
 
 def train_epoch(precision: str, bucket: bool, quick: bool) -> dict[str, Any]:
     """(child) One training epoch on the slice; seconds, steps and RSS."""
-    import lightning.pytorch as pl
-    import torch
-
     from dialoglab.bench.common import rss_mb
     from dialoglab.bench.workloads import cornell_datamodule
     from dialoglab.models.seq2seq import Seq2SeqModule

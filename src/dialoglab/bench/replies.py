@@ -7,6 +7,11 @@ prompt, decodes with `dialoglab.generation` and detokenizes: greedy and beam 5. 
 the KV cache, greedy, from a 32-token prompt. The weights are untrained, so every reply is held
 to its full length (`min_length`: exactly 20 tokens): the worst case of a 20-token reply, and
 the same work on every call. Latencies are over single prompts taken one after another.
+
+gru_attn is also measured with its weights held in bf16 and with int8 dynamic quantization
+(`torch.ao.quantization.quantize_dynamic` of the Linear and GRU layers): at batch 1 decoding reads
+every weight once per token, so it is bound by memory traffic, and smaller weights are faster.
+Both change the numbers slightly (an argmax can flip); chat uses fp32 today.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import torch
 
 from dialoglab.bench.common import CORNELL_SLICE, Figure, percentile, set_seed, time_calls
 from dialoglab.bench.lightning_overhead import scratch_size
-from dialoglab.bench.workloads import autocast
 
 REPLY_TOKENS = 20
 PROMPTS = (
@@ -87,24 +91,44 @@ def _latency_figures(label: str, times: list[float], target_ms: float, note: str
     ]
 
 
+def _variants(module: Any) -> dict[str, Any]:
+    """The module as chat runs it (fp32), and two cheaper ways to hold the same weights."""
+    import copy
+    import warnings
+
+    variants = {"": module}
+    bf16 = copy.deepcopy(module)
+    bf16.net.to(torch.bfloat16)
+    variants[" (bf16 weights)"] = bf16
+    try:
+        with warnings.catch_warnings():  # torch.ao quantization is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            int8 = copy.deepcopy(module)
+            int8.net = torch.ao.quantization.quantize_dynamic(
+                int8.net, {torch.nn.Linear, torch.nn.GRU}, dtype=torch.qint8
+            )
+        variants[" (int8 dynamic quantization)"] = int8
+    except Exception:  # an optional extra: skip it where quantized kernels are missing
+        pass
+    return variants
+
+
 def run(quick: bool = False) -> list[Figure]:
     figures: list[Figure] = []
     repeats = 5 if quick else 40
     batch = 8 if quick else 64
 
-    module = _seq2seq(quick)
+    variants = _variants(_seq2seq(quick))
     prompts = [PROMPTS[k % len(PROMPTS)] for k in range(repeats + 3)]
     k = iter(range(10**9))
     contexts = [[prompts[i % len(prompts)]] for i in range(batch)]
     with torch.inference_mode():
         for strategy, target in (("greedy", 15.0), ("beam", 60.0)):
             decoding = _decoding(strategy)
-            # fp32 (what chat does today), then under bf16 autocast (weights cast once per reply)
-            for bf16 in (False, True):
+            for suffix, module in variants.items():
 
-                def reply(texts: list[list[str]], d: Any = decoding, bf16: bool = bf16) -> Any:
-                    with autocast(bf16):
-                        return module.reply(texts, decoding=d)
+                def reply(texts: list[list[str]], m: Any = module, d: Any = decoding) -> Any:
+                    return m.reply(texts, decoding=d)
 
                 n_words = len(reply([[prompts[0]]])[0].split())
                 times = time_calls(
@@ -112,8 +136,7 @@ def run(quick: bool = False) -> list[Figure]:
                     repeats=repeats,
                     warmup=3,
                 )
-                label = "gru_attn " + ("greedy" if strategy == "greedy" else "beam 5")
-                label += " (bf16 autocast)" if bf16 else ""
+                label = "gru_attn " + ("greedy" if strategy == "greedy" else "beam 5") + suffix
                 note = (
                     f"Seq2SeqModule.reply, H={module.config.hidden_size}, "
                     f"V={module.config.vocab_size}, {REPLY_TOKENS} tokens ({n_words} words shown)"

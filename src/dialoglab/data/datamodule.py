@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,20 @@ from dialoglab.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector (restored afterwards, even on errors)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 LENGTH_POLICIES = ("filter", "truncate")
 
 
@@ -125,6 +141,10 @@ class DialogueDataModule(LightningDataModule):
 
     def build(self) -> dict[str, Any]:
         """Read, split, fit the tokenizer (unless fitted), encode: the object that gets cached."""
+        with gc_paused():  # millions of small acyclic objects: collections cost ~40% of the time
+            return self._build()
+
+    def _build(self) -> dict[str, Any]:
         reader = self.make_reader()
         examples = self.examples_by_split(reader)
         if not self.tokenizer.fitted:

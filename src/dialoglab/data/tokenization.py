@@ -71,14 +71,18 @@ class WordTokenizer:
     # -- text -> words -------------------------------------------------------------------------
     def normalize(self, text: str) -> str:
         if self.ascii_fold and not text.isascii():  # ASCII has nothing to decompose or strip
-            text = unicodedata.normalize("NFKD", text)
-            text = "".join(c for c in text if not unicodedata.combining(c))
+            text = self._strip_accents(text)
         text = text.replace("\u2019", "'").replace("`", "'")
         return text.lower() if self.lowercase else text
 
     def split(self, text: str) -> list[str]:
         pattern = _WORD_PUNCT if self.keep_punctuation else _WORD_ONLY
         return pattern.findall(self.normalize(text))
+
+    @staticmethod
+    def _strip_accents(text: str) -> str:
+        text = unicodedata.normalize("NFKD", text)
+        return "".join(c for c in text if not unicodedata.combining(c))
 
     # -- vocabulary ----------------------------------------------------------------------------
     def fit(self, texts: Iterable[str]) -> WordTokenizer:
@@ -173,7 +177,7 @@ class WordTokenizer:
         """(persona + context, reply) ids, filtered or truncated to `max_length` tokens with <eos>."""
         limit = max_length - 1  # room for <eos>
         sources, targets, n_words = [], [], []
-        encoded: dict[str, list[int]] = {}
+        encoded: dict[str, list[int]] = {}  # text -> ids: each distinct text is encoded once
         # count_words(decode(ids)) is the sum of count_words over the ids' words (they are joined
         # by spaces, punctuation counts 0), so each vocabulary entry is counted once here.
         words_of = [self.count_words(w) for w in self.itos]
