@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,3 +79,17 @@ TINY_GRU = [
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
 ]
+
+
+def run_script(
+    script: str, *overrides: str, cwd: Path, env: dict[str, str], timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run an entry script (train.py, eval.py, ...) as a user would, rooted at `cwd`."""
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / script), f"paths.root_dir={cwd}", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -33,7 +32,7 @@ from dialoglab.errors import CheckpointError, DataError, DialoglabError, Trainin
 from dialoglab.experiment.checkpoint import load_checkpoint, restore_model
 from dialoglab.experiment.resume import prepare_resume
 from dialoglab.models.dialogue_module import CHECKPOINT_KEY
-from tests.conftest import REPO_ROOT, TINY_GRU
+from tests.conftest import TINY_GRU, run_script
 
 LINES = [
     "L1 +++$+++ u0 +++$+++ m0 +++$+++ BIANCA +++$+++ Can we make this quick?",
@@ -387,14 +386,7 @@ def test_api_body_not_json_and_too_large(bot) -> None:
 # -- through the real command line: exit code, one clear line, no traceback ------------------------------
 def cli(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(cwd)}
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / script), f"paths.root_dir={cwd}", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script(script, *overrides, cwd=cwd, env=env)
 
 
 CLI_CASES = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 from dialoglab.experiment.evaluate import evaluate
 from dialoglab.experiment.train import train
-from tests.conftest import REPO_ROOT, TINY_GRU
+from tests.conftest import TINY_GRU, run_script
 
 
 def test_fast_dev_run_on_cornell_slice(make_cfg, cornell_subset: Path) -> None:
@@ -72,14 +71,7 @@ def run_cli(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProc
     env = {**os.environ, "WANDB_MODE": "", "WANDB_API_KEY": "", "HOME": str(cwd)}
     env.pop("WANDB_MODE")
     env.pop("WANDB_API_KEY")
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / script), f"paths.root_dir={cwd}", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script(script, *overrides, cwd=cwd, env=env)
 
 
 def test_cli_train_logs_to_wandb_offline_and_csv(tmp_path: Path) -> None:
