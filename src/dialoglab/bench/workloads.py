@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from dialoglab.bench.common import CORNELL_SLICE
 from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
@@ -86,13 +85,9 @@ def autocast(bf16: bool) -> contextlib.AbstractContextManager:
 
 def token_nll(net: GRUAttnSeq2Seq, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Seq2SeqModule.nll: summed cross-entropy of the reply tokens (logits upcast to float)."""
-    logits = net(batch["src"], batch["src_lengths"], batch["decoder_input"])
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(),
-        batch["target"].flatten(),
-        ignore_index=net.config.pad_id,
-        reduction="sum",
-    )
+    from dialoglab.models.seq2seq import reply_nll
+
+    return reply_nll(net, batch)
 
 
 def our_step(

@@ -37,6 +37,7 @@ class Seq2SeqModule(DialogueModule):
         scheduler: Callable[..., Any] | None = None,
         val_generate: int = 256,
         n_samples: int = 8,
+        fused_rnn: bool = True,
     ) -> None:
         super().__init__(tokenizer, optimizer, scheduler, val_generate, n_samples)
         self.save_hyperparameters(ignore=["tokenizer", "optimizer", "scheduler"])
@@ -53,6 +54,7 @@ class Seq2SeqModule(DialogueModule):
             rnn_type=rnn_type,
         )
         self.net = GRUAttnSeq2Seq(self.config)
+        self.net.fused_rnn = fused_rnn
         self.teacher_forcing_ratio = teacher_forcing_ratio
         self._label_smoothing = label_smoothing
         self.decoder_lr_ratio = decoder_lr_ratio
@@ -74,14 +76,16 @@ class Seq2SeqModule(DialogueModule):
         return self.net(batch["src"], batch["src_lengths"], batch["decoder_input"])
 
     def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
-        logits = self(batch)  # (B, T, V)
-        return F.cross_entropy(
-            logits.flatten(0, 1).float(),
-            batch["target"].flatten(),
-            ignore_index=self.config.pad_id,
-            reduction="sum",
-            label_smoothing=label_smoothing,
-        )
+        if self.training and self.teacher_forcing_ratio < 1.0:
+            logits = self(batch)  # (B, T, V)
+            return F.cross_entropy(
+                logits.flatten(0, 1).float(),
+                batch["target"].flatten(),
+                ignore_index=self.config.pad_id,
+                reduction="sum",
+                label_smoothing=label_smoothing,
+            )
+        return reply_nll(self.net, batch, label_smoothing)
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return (batch["target"] != self.config.pad_id).sum()
@@ -183,3 +187,15 @@ class Seq2SeqModule(DialogueModule):
         encoder_outputs, state, src_mask = net.encode(src, src_lengths)
         _, _, weights = net.decoder(decoder_input, state, encoder_outputs, src_mask)
         return weights
+
+
+def reply_nll(
+    net: GRUAttnSeq2Seq, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Summed cross-entropy of the reply tokens, teacher-forced; the output layers and the loss
+    run on real target tokens only, none on padding (logits upcast to fp32 for the loss)."""
+    keep = batch["target"] != net.config.pad_id  # (B, T)
+    logits = net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)  # (N, V)
+    return F.cross_entropy(
+        logits.float(), batch["target"][keep], reduction="sum", label_smoothing=label_smoothing
+    )

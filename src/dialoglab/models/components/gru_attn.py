@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dialoglab.errors import CheckpointError, ConfigError
+from dialoglab.models.components.fused_gru import fused_gru, supports_fused
 
 # A GRU state is h (L, B, H); an LSTM state is the pair (h, c), both (L, B, H).
 State: TypeAlias = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -145,17 +146,24 @@ class Encoder(nn.Module):
         self.embedding = embedding  # shared with the decoder (the same module, the same weight)
         self.dropout = nn.Dropout(config.dropout)
         self.rnn = _make_rnn(config, config.encoder_n_layers, bidirectional=True)
+        self.fused = True  # CPU GRU through fused_gru (see models/components/fused_gru.py)
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
         """Encode (B, S) ids with (B,) lengths >= 1 -> outputs (B, S, H), state (L, B, H)."""
         B, S = src.shape
         H, L = self.hidden_size, self.n_layers
         x = self.dropout(self.embedding(src))  # (B, S, H)
-        # Packing makes the RNN skip padding, so results do not depend on how much there is.
-        # The lengths must live on the CPU (one host sync per batch, unavoidable with packing).
-        packed = pack_padded_sequence(x, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        packed_outputs, state = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=S)
+        if self.fused and supports_fused(self.rnn, x):
+            # The same results as packing, from one autograd node per layer and direction.
+            outputs, state = fused_gru(self.rnn, x, lengths=src_lengths)  # (B, S, 2H)
+        else:
+            # Packing makes the RNN skip padding, so results do not depend on how much there is.
+            # The lengths must live on the CPU (one host sync per batch, unavoidable here).
+            packed = pack_padded_sequence(
+                x, src_lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+            packed_outputs, state = self.rnn(packed)
+            outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=S)
         outputs = outputs[..., :H] + outputs[..., H:]  # (B, S, 2H) -> (B, S, H), padding stays 0
 
         def sum_directions(h: torch.Tensor) -> torch.Tensor:
@@ -240,6 +248,7 @@ class Decoder(nn.Module):
         self.embedding = embedding  # shared with the encoder
         self.dropout = nn.Dropout(config.dropout)
         self.rnn = _make_rnn(config, config.decoder_n_layers, bidirectional=False)
+        self.fused = True  # CPU GRU through fused_gru for multi-step calls (teacher forcing)
         self.attention = LuongAttention(config.attention, H)
         self.W_c = nn.Linear(2 * H, H)
         self.W_o = nn.Linear(H, V)
@@ -250,13 +259,24 @@ class Decoder(nn.Module):
         state: State,
         encoder_outputs: torch.Tensor,
         src_mask: torch.Tensor,
+        keep: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State, torch.Tensor]:
-        """Decode (B, T) ids -> logits (B, T, V), new state, attention weights (B, T, S)."""
+        """Decode (B, T) ids -> logits (B, T, V), new state, attention weights (B, T, S).
+
+        With `keep` (B, T) bool, logits are (N, V) for the N kept positions only (in row-major
+        order): training skips the output layers on padding, the costliest part of a step.
+        """
         x = self.dropout(self.embedding(tokens))  # (B, T, H)
-        rnn_out, state = self.rnn(x, state)  # (B, T, H)
+        if self.fused and tokens.size(1) > 1 and supports_fused(self.rnn, x):
+            rnn_out, state = fused_gru(self.rnn, x, state)  # (B, T, H)
+        else:
+            rnn_out, state = self.rnn(x, state)  # (B, T, H)
         context, weights = self.attention(rnn_out, encoder_outputs, src_mask)  # (B, T, H)
-        concat = torch.tanh(self.W_c(torch.cat([rnn_out, context], dim=-1)))  # (B, T, H)
-        logits = self.W_o(concat)  # (B, T, V)
+        combined = torch.cat([rnn_out, context], dim=-1)  # (B, T, 2H)
+        if keep is not None:
+            combined = combined[keep]  # (N, 2H)
+        concat = torch.tanh(self.W_c(combined))  # (B, T, H) or (N, H)
+        logits = self.W_o(concat)  # (B, T, V) or (N, V)
         return logits, state, weights
 
 
@@ -290,12 +310,26 @@ class GRUAttnSeq2Seq(nn.Module):
         return encoder_outputs, decoder_state, src_mask
 
     def forward(
-        self, src: torch.Tensor, src_lengths: torch.Tensor, decoder_input: torch.Tensor
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        decoder_input: torch.Tensor,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced logits (B, T, V) for decoder_input (B, T) = [sos, y_1, ..., y_{T-1}]."""
+        """Teacher-forced logits (B, T, V) for decoder_input (B, T) = [sos, y_1, ..., y_{T-1}];
+        (N, V) for the positions where `keep` (B, T) is True when it is given."""
         encoder_outputs, state, src_mask = self.encode(src, src_lengths)
-        logits, _, _ = self.decoder(decoder_input, state, encoder_outputs, src_mask)
+        logits, _, _ = self.decoder(decoder_input, state, encoder_outputs, src_mask, keep)
         return logits
+
+    @property
+    def fused_rnn(self) -> bool:
+        """Whether CPU GRU layers run through fused_gru (same results as nn.GRU, faster)."""
+        return self.encoder.fused and self.decoder.fused
+
+    @fused_rnn.setter
+    def fused_rnn(self, value: bool) -> None:
+        self.encoder.fused = self.decoder.fused = bool(value)
 
     def forward_stepwise(
         self,

@@ -1,0 +1,140 @@
+"""fused_gru: nn.GRU's outputs, final states and gradients, packed or not, fp32 and bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from dialoglab.models.components.fused_gru import fused_gru, supports_fused
+from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
+from dialoglab.models.seq2seq import reply_nll
+
+B, T, I, H = 5, 7, 6, 8  # noqa: E741 (batch, time, input, hidden)
+
+
+def _reference(rnn: nn.GRU, x, h0, lengths):
+    if lengths is None:
+        return rnn(x, h0)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, h_n = rnn(packed, h0)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+    return out, h_n
+
+
+def _grads(outputs, h_n, g_out, g_h, inputs):
+    loss = (outputs * g_out).sum() + (h_n * g_h).sum()
+    return torch.autograd.grad(loss, inputs)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("packed", [False, True])
+def test_matches_nn_gru_outputs_states_and_gradients(bidirectional, layers, packed):
+    torch.manual_seed(0)
+    rnn = nn.GRU(I, H, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+    D = 2 if bidirectional else 1
+    x = torch.randn(B, T, I, requires_grad=True)
+    h0 = torch.randn(layers * D, B, H, requires_grad=True)
+    lengths = torch.tensor([T, 1, 4, T - 1, 2]) if packed else None
+    ref_out, ref_h = _reference(rnn, x, h0, lengths)
+    out, h_n = fused_gru(rnn, x, h0, lengths)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_n, ref_h, rtol=1e-5, atol=1e-6)
+    if packed:  # padding outputs are exactly 0, as pad_packed_sequence leaves them
+        assert out[1, 1:].abs().max() == 0
+    g_out, g_h = torch.randn_like(out), torch.randn_like(h_n)
+    inputs = [x, h0, *rnn.parameters()]
+    expected = _grads(ref_out, ref_h, g_out, g_h, inputs)
+    got = _grads(out, h_n, g_out, g_h, inputs)
+    for name, a, b in zip(
+        ["x", "h0"] + [n for n, _ in rnn.named_parameters()], got, expected, strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
+
+
+def test_gradcheck_in_double_precision_math():
+    """The hand-derived backward is the derivative of the forward (finite differences)."""
+    from dialoglab.models.components.fused_gru import GRULayerFunction
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    w_ih = torch.randn(12, 3, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)
+    b_ih = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    b_hh = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True], [True, False], [False, False]]).unsqueeze(-1)
+
+    def f(*args):
+        return GRULayerFunction.apply(*args, mask, torch.float64)
+
+    assert torch.autograd.gradcheck(f, (x, h0, w_ih, w_hh, b_ih, b_hh), eps=1e-6, atol=1e-5)
+
+
+def test_bf16_autocast_stays_close_to_fp32_and_keeps_fp32_state():
+    torch.manual_seed(0)
+    rnn = nn.GRU(I, H, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(B, T, I)
+    ref_out, _ = fused_gru(rnn, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h_n = fused_gru(rnn, x)
+        out.sum().backward()
+    assert out.dtype == torch.float32 and h_n.dtype == torch.float32
+    torch.testing.assert_close(out, ref_out, rtol=0.05, atol=0.03)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in rnn.parameters())
+
+
+def test_dropout_between_layers_only_in_training():
+    torch.manual_seed(0)
+    rnn = nn.GRU(I, H, num_layers=2, batch_first=True, dropout=0.5)
+    x = torch.randn(B, T, I)
+    rnn.eval()
+    torch.testing.assert_close(fused_gru(rnn, x)[0], rnn(x)[0], rtol=1e-5, atol=1e-6)
+    rnn.train()
+    assert not torch.allclose(fused_gru(rnn, x)[0], fused_gru(rnn, x)[0])
+
+
+def test_supports_only_plain_fp32_cpu_gru():
+    x = torch.randn(1, 2, I)
+    assert supports_fused(nn.GRU(I, H, batch_first=True), x)
+    assert not supports_fused(nn.LSTM(I, H, batch_first=True), x)
+    assert not supports_fused(nn.GRU(I, H, batch_first=True).to(torch.bfloat16), x)
+    assert not supports_fused(nn.GRU(I, H), x)  # time-major
+
+
+def test_model_loss_and_gradients_equal_with_and_without_the_fused_path():
+    """The whole seq2seq (packed encoder, teacher-forced decoder, loss on real tokens only)."""
+    torch.manual_seed(0)
+    net = GRUAttnSeq2Seq(
+        GRUAttnConfig(vocab_size=30, hidden_size=16, encoder_n_layers=2, decoder_n_layers=2)
+    ).eval()
+    src = torch.randint(3, 30, (4, 6))
+    lengths = torch.tensor([6, 2, 5, 1])
+    target = torch.randint(3, 30, (4, 5))
+    target[1, 3:] = 0  # padding in the replies
+    target[3, 1:] = 0
+    batch = {
+        "src": src,
+        "src_lengths": lengths,
+        "decoder_input": torch.cat([torch.ones(4, 1, dtype=torch.long), target[:, :-1]], 1),
+        "target": target,
+    }
+    results = []
+    for fused in (False, True):
+        net.fused_rnn = fused
+        net.zero_grad()
+        loss = reply_nll(net, batch)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in net.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_b, grads_a, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # ... and the loss equals cross-entropy over all positions with padding ignored
+    logits = net(batch["src"], lengths, batch["decoder_input"])  # (B, T, V)
+    full = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), target.flatten(), ignore_index=0, reduction="sum"
+    )
+    torch.testing.assert_close(loss_a, full.detach(), rtol=1e-5, atol=1e-5)
