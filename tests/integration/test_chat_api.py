@@ -84,6 +84,7 @@ def test_health_and_openapi(server: str) -> None:
     assert health["status"] == "ok"
     assert health["model"]["family"] == "seq2seq"
     assert health["model"]["decoding"]["strategy"] == "greedy"
+    assert health["model"]["quantize"] == "int8"  # serve.yaml's quantize: auto, on the CPU
     paths = httpx.get(f"{server}/openapi.json").json()["paths"]
     assert {"/v1/chat", "/v1/sessions/{session_id}", "/health"} <= set(paths)
     assert httpx.get(f"{server}/docs").status_code == 200

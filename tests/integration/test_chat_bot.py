@@ -190,11 +190,40 @@ def test_eval_reports_bleu_and_distinct_under_a_decoding(
     assert results["greedy"][1] != results["beam"][1]
 
 
+@pytest.mark.parametrize("quantize", ["auto", "none", "int8", "bf16"])
+def test_from_checkpoint_with_quantized_weights(chat_checkpoint: Path, quantize: str) -> None:
+    bot = Chatbot.from_checkpoint(chat_checkpoint, decoding="beam", quantize=quantize)
+    assert bot.weights == ("int8" if quantize == "auto" else quantize)
+    assert bot.describe()["quantize"] == bot.weights
+    reply = bot.reply("hello, how are you?", with_attention=True)
+    assert reply.source == "model" and reply.text.strip()
+    assert reply.attention is not None and reply.attention.weights
+
+
+def test_eval_with_int8_weights(make_cfg, chat_checkpoint: Path, tmp_path: Path) -> None:
+    ppl = {}
+    for quantize in ("none", "int8"):
+        cfg = make_cfg(
+            "eval",
+            [
+                f"ckpt_path={chat_checkpoint}",
+                "trainer.limit_test_batches=1",
+                f"quantize={quantize}",
+            ],
+            output_dir=tmp_path / quantize,
+        )
+        ppl[quantize] = evaluate(cfg)["test/ppl"]
+        saved = json.loads((tmp_path / quantize / "metrics.json").read_text())
+        assert saved["quantize"] == quantize
+    assert ppl["int8"] == pytest.approx(ppl["none"], rel=0.05)
+
+
 def test_chat_latency_benchmark(chat_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench" / "chat_latency.json"
     report = chat_latency.main([f"ckpt_path={chat_checkpoint}", f"out={out}", "repeats=1"])
     saved = json.loads(out.read_text())
     assert saved == report
+    assert saved["quantize"] == "int8"  # as chat's default (auto) holds a gru_attn model
     for name in ("greedy", "beam5"):
         stats = saved["results"][name]
         assert stats["n"] == len(chat_latency.PROMPTS)

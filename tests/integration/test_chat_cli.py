@@ -119,3 +119,31 @@ def test_errors_are_one_line(chat_checkpoint: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no such file" in bad.stderr.decode()
     preset = run_chat(f"ckpt_path={chat_checkpoint}", "decoding=nope", "--once", "hi", cwd=tmp_path)
     assert preset.returncode != 0 and "nope" in preset.stderr.decode()
+
+
+def test_default_weights_are_int8_for_gru_attn(chat_checkpoint: Path, tmp_path: Path) -> None:
+    stdin = b"how are you?\n/quit\n"
+    result = run_chat(f"ckpt_path={chat_checkpoint}", "decoding=greedy", stdin=stdin, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    out = result.stdout.decode()
+    assert "reads the last 2 turn(s), int8 (quantized) weights." in out  # quantize: auto
+    assert len(bot_lines(result.stdout)) == 1 and bot_lines(result.stdout)[0]
+    assert "Warning" not in result.stderr.decode()  # torch.ao's deprecation warning is silenced
+
+
+@pytest.mark.parametrize("mode", ["none", "int8", "bf16"])
+def test_quantize_setting_answers(chat_checkpoint: Path, tmp_path: Path, mode: str) -> None:
+    result = run_chat(
+        f"ckpt_path={chat_checkpoint}", f"quantize={mode}", "--once", "how are you?", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    lines = result.stdout.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].strip()
+
+
+def test_bad_quantize_value_is_a_one_line_error(chat_checkpoint: Path, tmp_path: Path) -> None:
+    bad = run_chat(f"ckpt_path={chat_checkpoint}", "quantize=int4", "--once", "hi", cwd=tmp_path)
+    err = bad.stderr.decode()
+    assert bad.returncode == 2, err[-3000:]
+    assert "quantize must be one of auto, none, int8, bf16" in err and "'int4'" in err
+    assert "Traceback" not in err

@@ -1,13 +1,15 @@
 """Reply latency of a checkpoint under greedy and beam-5 decoding: p50/p95, written as JSON.
 
     python -m dialoglab.bench.chat_latency ckpt_path=PATH [out=outputs/bench/chat_latency.json]
-        [repeats=3] [warmup=3] [threads=null] [device=cpu]
+        [repeats=3] [warmup=3] [threads=null] [device=cpu] [quantize=auto]
 
 `run(quick)` gives the same numbers as `Figure`s for `python -m dialoglab.bench` (checkpoint from
 DIALOGLAB_CHAT_CKPT, else the newest under outputs/).
 
 Each measurement is one `Chatbot.reply` in a fresh session (tokenization, memory rules, the model
 and decoding: what a user waits for), over a fixed set of prompts that memory does not answer.
+The model holds its weights as chat does by default (`quantize=auto`: int8 dynamic quantization
+for gru_attn on the CPU); `quantize=none` measures fp32.
 """
 
 from __future__ import annotations
@@ -93,17 +95,19 @@ def report(
     warmup: int = 3,
     threads: int | None = None,
     device: str = "cpu",
+    quantize: str = "auto",
 ) -> dict[str, Any]:
     """Load the checkpoint, measure, and write the JSON report to `out` (when given)."""
     if threads:
         torch.set_num_threads(int(threads))
-    bot = Chatbot.from_checkpoint(ckpt_path, device=device)
+    bot = Chatbot.from_checkpoint(ckpt_path, device=device, quantize=quantize)
     decodings = default_decodings()
     result = {
         "benchmark": "chat_latency",
         "ckpt_path": str(ckpt_path),
         "family": bot.family,
         "device": device,
+        "quantize": bot.weights,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -138,7 +142,10 @@ def run(quick: bool = False, ckpt_path: str | None = None) -> list[Figure]:
     result = report(path, repeats=1 if quick else 3, warmup=2 if quick else 3)
     figures = []
     for name, stats in result["results"].items():
-        note = f"{stats['n']} replies, {result['torch_threads']} threads, {path.name}"
+        note = (
+            f"{stats['n']} replies, {result['torch_threads']} threads, {path.name}, "
+            f"quantize={result['quantize']}"
+        )
         for q in ("p50", "p95"):
             figures.append(Figure(f"chat reply {q} ({name})", stats[f"{q}_ms"], "ms", note=note))
     return figures
@@ -151,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.get("ckpt_path"):
         raise SystemExit(
             "usage: python -m dialoglab.bench.chat_latency ckpt_path=PATH "
-            "[out=outputs/bench/chat_latency.json] [repeats=3] [warmup=3] [threads=N]"
+            "[out=outputs/bench/chat_latency.json] [repeats=3] [warmup=3] [threads=N] "
+            "[device=cpu] [quantize=auto|none|int8|bf16]"
         )
     out = args.get("out", "outputs/bench/chat_latency.json")
     result = report(
@@ -161,12 +169,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         int(args.get("warmup", 3)),
         args.get("threads"),
         str(args.get("device", "cpu")),
+        args.get("quantize", "auto"),
     )
     for name, stats in result["results"].items():
         print(
             f"{name:>8}: p50 {stats['p50_ms']:.1f} ms  p95 {stats['p95_ms']:.1f} ms  (n={stats['n']})"
         )
-    print(f"written to {out}")
+    print(f"weights: {result['quantize']}; written to {out}")
     return result
 
 

@@ -8,10 +8,14 @@ the KV cache, greedy, from a 32-token prompt. The weights are untrained, so ever
 to its full length (`min_length`: exactly 20 tokens): the worst case of a 20-token reply, and
 the same work on every call. Latencies are over single prompts taken one after another.
 
-gru_attn is also measured with its weights held in bf16 and with int8 dynamic quantization
-(`torch.ao.quantization.quantize_dynamic` of the Linear and GRU layers): at batch 1 decoding reads
-every weight once per token, so it is bound by memory traffic, and smaller weights are faster.
-Both change the numbers slightly (an argmax can flip); chat uses fp32 today.
+gru_attn is measured three ways, through `dialoglab.models.quantize.quantize_model` (what the chat
+front ends call with their `quantize` setting): fp32 (`quantize=none`), weights held in bf16
+(`quantize=bf16`) and int8 dynamic quantization of the Linear and GRU layers (`quantize=int8`).
+At batch 1 decoding reads every weight once per token, so it is bound by memory traffic, and
+smaller weights are faster. Both change the numbers slightly (an argmax can flip on a near tie).
+chat.py, serve.py and the web app default to `quantize=auto`, which is int8 for gru_attn on the
+CPU: that row is marked "(int8, chat default)". On trained checkpoints 95-100% of int8 greedy
+replies equal the fp32 ones (README, "Talk to a model").
 """
 
 from __future__ import annotations
@@ -92,24 +96,16 @@ def _latency_figures(label: str, times: list[float], target_ms: float, note: str
 
 
 def _variants(module: Any) -> dict[str, Any]:
-    """The module as chat runs it (fp32), and two cheaper ways to hold the same weights."""
+    """The module in fp32 (`quantize=none`), bf16 and int8 (`quantize=auto`, chat's default on
+    the CPU), each converted by `quantize_model` as the chat front ends do."""
     import copy
-    import warnings
+
+    from dialoglab.models.quantize import int8_available, quantize_model
 
     variants = {"": module}
-    bf16 = copy.deepcopy(module)
-    bf16.net.to(torch.bfloat16)
-    variants[" (bf16 weights)"] = bf16
-    try:
-        with warnings.catch_warnings():  # torch.ao quantization is deprecated in favour of torchao
-            warnings.simplefilter("ignore")
-            int8 = copy.deepcopy(module)
-            int8.net = torch.ao.quantization.quantize_dynamic(
-                int8.net, {torch.nn.Linear, torch.nn.GRU}, dtype=torch.qint8
-            )
-        variants[" (int8 dynamic quantization)"] = int8
-    except Exception:  # an optional extra: skip it where quantized kernels are missing
-        pass
+    variants[" (bf16 weights)"] = quantize_model(copy.deepcopy(module), "bf16")
+    if int8_available():  # skipped where quantized kernels are missing (chat then uses fp32)
+        variants[" (int8, chat default)"] = quantize_model(copy.deepcopy(module), "int8")
     return variants
 
 

@@ -5,7 +5,10 @@
                                        "unknown_words", "memory", "turn", "seconds"}
     GET    /v1/sessions/{id}       -> the session's history and memory (404 when unknown)
     DELETE /v1/sessions/{id}       -> forget the session (404 when unknown)
-    GET    /health                 -> {"status": "ok", "model": {...}, "sessions": n}
+    GET    /health                 -> {"status": "ok", "model": {..., "quantize"}, "sessions": n}
+
+`quantize` (conf/serve.yaml, default auto: int8 dynamic quantization for gru_attn on the CPU)
+says how the model holds its weights; see dialoglab.models.quantize.
 
 Sessions are isolated: each has its own history, memory and lock, so concurrent requests to one
 session are answered one after another and never see another session's state. A message over

@@ -139,19 +139,34 @@ class Chatbot:
         path: str | Path,
         decoding: Any = None,
         device: str | torch.device = "cpu",
+        quantize: str | None = "none",
         **kwargs: Any,
     ) -> Chatbot:
-        """Rebuild model and tokenizer from a dialoglab checkpoint alone."""
+        """Rebuild model and tokenizer from a dialoglab checkpoint alone.
+
+        `quantize` (auto | none | int8 | bf16) is how the weights are held for inference; see
+        `dialoglab.models.quantize` (the front ends' configs default to auto: int8 for gru_attn
+        on the CPU).
+        """
         from dialoglab.experiment.checkpoint import restore_model
+        from dialoglab.models.quantize import quantize_model, resolve_quantize
 
         restored = restore_model(path)
-        model = restored.model.to(device)
+        resolve_quantize(quantize, restored.model.family, device)  # a bad value fails before .to
+        model = quantize_model(restored.model.to(device), quantize)
         return cls(model, restored.checkpoint["dialoglab"]["config"], decoding, path, **kwargs)
 
     # -- facts about the model -----------------------------------------------------------------
     @property
     def family(self) -> str:
         return str(getattr(self.model, "family", "unknown"))
+
+    @property
+    def weights(self) -> str:
+        """How the model holds its weights: none (fp32 as trained), int8 or bf16."""
+        from dialoglab.models.quantize import weights_of
+
+        return weights_of(self.model)
 
     @property
     def window(self) -> int:
@@ -178,6 +193,7 @@ class Chatbot:
             "ckpt_path": self.ckpt_path,
             "context_turns": self.context_turns,
             "decoding": self.decoding.to_dict(),
+            "quantize": self.weights,
             "vocab_size": len(self.model.tokenizer),
         }
 

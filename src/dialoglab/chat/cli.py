@@ -1,5 +1,8 @@
 """`python chat.py ckpt_path=...`: a terminal chat (rich) with /reset /memory /forget /help /quit.
 
+`quantize=auto|none|int8|bf16` says how the model holds its weights (conf/chat.yaml: auto, which
+is int8 dynamic quantization for gru_attn models on the CPU; see dialoglab.models.quantize).
+
 `--once "text"` (or `once="text"`) prints the reply to one message and exits, for scripts. Input
 that is not valid UTF-8 is read with replacement characters instead of failing.
 """
@@ -61,11 +64,22 @@ def require_checkpoint(cfg: DictConfig) -> str:
 
 
 def bot_from_config(cfg: DictConfig, max_input_chars: int) -> Chatbot:
-    """The Chatbot a front end's config describes: `ckpt_path`, `decoding`, `device`."""
+    """The Chatbot a front end's config describes: `ckpt_path`, `decoding`, `device`, `quantize`
+    (auto | none | int8 | bf16: how the weights are held, see `dialoglab.models.quantize`)."""
     path = require_checkpoint(cfg)
     decoding = OmegaConf.to_container(cfg.decoding, resolve=True) if cfg.get("decoding") else None
     return Chatbot.from_checkpoint(
-        path, decoding=decoding, device=cfg.get("device", "cpu"), max_input_chars=max_input_chars
+        path,
+        decoding=decoding,
+        device=cfg.get("device", "cpu"),
+        quantize=cfg.get("quantize", "none"),
+        max_input_chars=max_input_chars,
+    )
+
+
+def describe_weights(bot: Chatbot) -> str:
+    return {"none": "fp32", "int8": "int8 (quantized)", "bf16": "bf16"}.get(
+        bot.weights, bot.weights
     )
 
 
@@ -96,7 +110,8 @@ def repl(bot: Chatbot, session_id: str = "cli", console: Console | None = None) 
     session = bot.new_session(session_id)
     console.print(
         f"[bold]dialoglab chat[/] - {bot.family} model, {describe_decoding(bot)}, "
-        f"reads the last {bot.window} turn(s). /help for commands, /quit to leave.",
+        f"reads the last {bot.window} turn(s), {describe_weights(bot)} weights. "
+        "/help for commands, /quit to leave.",
         soft_wrap=True,
     )
     answered = 0

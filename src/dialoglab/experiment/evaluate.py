@@ -14,12 +14,13 @@ from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
 from dialoglab.experiment.checkpoint import restore_model
 from dialoglab.experiment.runner import CONFIG_DIR, report_run, run_task
 from dialoglab.generation import DecodingConfig
+from dialoglab.models.quantize import quantize_model
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test metrics of `cfg.ckpt_path` on its own data (or `cfg.data` overrides), printed and saved."""
     restored = restore_model(cfg.ckpt_path)
-    run_cfg, model = restored.cfg, restored.model
+    run_cfg, model = restored.cfg, quantize_model(restored.model, cfg.get("quantize", "none"))
     model.decoding = DecodingConfig.from_any(cfg.get("decoding"))  # BLEU/distinct under it
     data_cfg = run_cfg.data
     if cfg.get("data"):
@@ -41,6 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "ckpt_path": str(cfg.ckpt_path),
         "split": stage,
         "decoding": model.decoding.to_dict(),
+        "quantize": model.inference_weights,
         "metrics": metrics,
         "samples": [
             dict(zip(("context", "reference", "reply"), s, strict=True)) for s in model.samples
