@@ -102,7 +102,7 @@ def _variants(module: Any) -> dict[str, Any]:
 
     from dialoglab.models.quantize import int8_available, quantize_model
 
-    variants = {"": module}
+    variants = {"": quantize_model(copy.deepcopy(module), "none")}  # fp32, GEMV weight layout
     variants[" (bf16 weights)"] = quantize_model(copy.deepcopy(module), "bf16")
     if int8_available():  # skipped where quantized kernels are missing (chat then uses fp32)
         variants[" (int8, chat default)"] = quantize_model(copy.deepcopy(module), "int8")
@@ -157,6 +157,8 @@ def run(quick: bool = False) -> list[Figure]:
 def _gpt2(quick: bool, repeats: int, batch: int) -> list[Figure]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from dialoglab.models.quantize import gemv_layout
+
     size = scratch_size(quick)
     set_seed(0)
     config = GPT2Config(
@@ -170,6 +172,7 @@ def _gpt2(quick: bool, repeats: int, batch: int) -> list[Figure]:
         pad_token_id=2,
     )
     net = GPT2LMHeadModel(config).eval()
+    gemv_layout(net)  # as chat holds GPT-2 (quantize=auto is fp32 for GPT-2): see models/quantize
     prompt_len = 8 if quick else 32
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(3, size["vocab_size"], (repeats + 3, prompt_len), generator=g)
