@@ -5,7 +5,11 @@ one process, so the RSS figures are not separate) and builds the
 DataModule exactly as `conf/data/cornell.yaml` + `model=gru_attn` do (min_count 3, max_length 10,
 single-turn pairs, split by movie). Cold: `setup()` with an empty cache folder — read, split,
 fit the vocabulary, encode and write the cache. Cached: `setup()` of a new DataModule over the
-same files and cache. The full-size corpus (304,713 lines, 83,097 conversations, 617 movies) is
+same files and cache. The cold breakdown: "read+split" parses the files and builds the examples
+of each split; "fit vocabulary" tokenizes each distinct training text once (in bulk) and counts
+its words; "encode" tokenizes only the validation/test texts not seen in training (the training
+texts' words are reused), maps words to ids and gathers the (context, reply) arrays. The full-size
+corpus (304,713 lines, 83,097 conversations, 617 movies) is
 generated into a temporary folder first (see `synthetic_cornell.py`) and deleted afterwards.
 
 Also measured here, on the full-size training split: the collate's cost per batch of 64, and the

@@ -71,10 +71,11 @@ def build_examples(dialogues: Iterable[Dialogue], context_turns: int) -> list[Ex
     examples = []
     for dialogue in dialogues:
         texts = [turn.text for turn in dialogue.turns]
-        persona = tuple(dialogue.persona)
-        for i in range(1, len(texts)):
-            context = tuple(texts[max(0, i - window) : i])
-            examples.append(Example(context, texts[i], persona, dialogue.id))
+        persona, dialogue_id = tuple(dialogue.persona), dialogue.id
+        examples += [
+            Example(tuple(texts[max(0, i - window) : i]), texts[i], persona, dialogue_id)
+            for i in range(1, len(texts))
+        ]
         if persona and len(texts) == 1:  # persona data: a single reply conditioned on the persona
             examples.append(Example((), texts[0], persona, dialogue.id))
     return examples

@@ -30,7 +30,6 @@ SEP = " +++$+++ "
 FORMAT_HINT = f"does not look like the Cornell Movie-Dialogs format (fields separated by {SEP!r})"
 SNIFF_ROWS = 5
 
-_QUOTED = re.compile(r"'([^'\\]*)'")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -174,7 +173,7 @@ class CornellReader:
                 continue
             parsed_rows += 1
             try:
-                turns = [lines[line_id] for line_id in ids]
+                turns = list(map(lines.__getitem__, ids))
             except KeyError:
                 unknown = any(i not in lines and i not in empty for i in ids)
                 reason = "conversation references unknown line id" if unknown else "empty text"
@@ -244,9 +243,10 @@ class CornellReader:
 def _parse_id_list(field: str) -> list[str] | None:
     """`['L194', 'L195']` -> ['L194', 'L195'] without eval; None when it is not a str list."""
     field = field.strip()
-    ids = _QUOTED.findall(field)
-    if ids and field == "['" + "', '".join(ids) + "']":  # the release's own spelling: fast path
-        return ids
+    if field.startswith("['") and field.endswith("']") and "\\" not in field:
+        ids = field[2:-2].split("', '")  # the release's own spelling: fast path
+        if field.count("'") == 2 * len(ids):  # no quote inside an id
+            return ids
     try:
         value = ast.literal_eval(field)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
