@@ -89,12 +89,15 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[flo
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, settle: int = 0
 ) -> dict[str, list[float]]:
     """Like time_calls for several functions, alternating them call by call.
 
     On a shared machine the load drifts; interleaving makes every contender see the same drift,
-    so their ratio is fairer than timing one block after the other.
+    so their ratio is fairer than timing one block after the other. `settle` untimed calls run
+    right before each timed one, so that it finds the caches as a run of that contender alone
+    leaves them (a training step after another network's step re-reads its weights and
+    optimizer state from memory: ~10 % slower for the full-size gru_attn step).
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -102,6 +105,8 @@ def time_interleaved(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            for _ in range(settle):
+                fn()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
