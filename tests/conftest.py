@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,3 +97,50 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(
+    command: list[str], health_url: str, log: Path, cwd: Path, env: dict[str, str], timeout: float
+) -> Iterator[None]:
+    """Start `command` (output to `log`), wait until `health_url` answers 200, stop it after.
+
+    Fails the test with the log's tail when the process exits or is not up within `timeout` s.
+    """
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"{command[1]} exited with {process.returncode}: {_tail(log)}")
+                try:
+                    with urllib.request.urlopen(health_url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{command[1]} did not come up in {timeout:.0f} s: {_tail(log)}")
+                time.sleep(0.3)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=20)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]

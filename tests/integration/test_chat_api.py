@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,15 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port, running_server
 
 MAX_CHARS = 300
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,46 +23,19 @@ def server(chat_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO_ROOT / "serve.py"),
-                f"ckpt_path={chat_checkpoint}",
-                f"port={port}",
-                "decoding=greedy",
-                f"max_message_chars={MAX_CHARS}",
-                "max_body_bytes=4096",
-                "log_level=warning",
-            ],
-            cwd=log.parent,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve.py exited with {process.returncode}: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"serve.py did not come up: {log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        try:
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=20)
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "serve.py"),
+        f"ckpt_path={chat_checkpoint}",
+        f"port={port}",
+        "decoding=greedy",
+        f"max_message_chars={MAX_CHARS}",
+        "max_body_bytes=4096",
+        "log_level=warning",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with running_server(command, f"{url}/health", log, log.parent, env, timeout=180):
+        yield url
 
 
 def chat(url: str, session_id: str, message: str, **extra) -> httpx.Response:

@@ -178,18 +178,13 @@ def test_datamodule_cache_matches_reference(tmp_path: Path) -> None:
 
 
 def reference_parse_id_list(field: str) -> list[str] | None:
-    """The regex fast path `_parse_id_list` had, then literal_eval."""
-    field = field.strip()
-    ids = re.findall(r"'([^'\\]*)'", field)
-    if ids and field == "['" + "', '".join(ids) + "']":
-        return ids
+    """What the field means: the Python list of strings literal_eval reads, else None."""
     try:
-        value = ast.literal_eval(field)
+        value = ast.literal_eval(field.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return value
-    return None
+    is_str_list = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return value if is_str_list else None
 
 
 @pytest.mark.parametrize(
