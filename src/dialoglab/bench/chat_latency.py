@@ -25,28 +25,10 @@ from typing import Any
 
 import torch
 
+from dialoglab.bench.common import CHAT_PROMPTS as PROMPTS
 from dialoglab.bench.common import Figure, percentile
 from dialoglab.chat.bot import Chatbot
 from dialoglab.generation import DecodingConfig
-
-PROMPTS = (
-    "hello!",
-    "how are you?",
-    "what is your name?",
-    "do you like movies?",
-    "where are you going?",
-    "tell me a joke",
-    "what do you think about computers?",
-    "are you a robot?",
-    "what is the meaning of life?",
-    "i had a long day at work and i am very tired",
-    "can you help me with my homework?",
-    "what is your favorite food?",
-    "do you have any hobbies?",
-    "it is raining again today",
-    "who made you?",
-    "good night",
-)
 
 
 def default_decodings() -> dict[str, DecodingConfig]:

@@ -29,6 +29,26 @@ RESULT_MARK = "@@bench-result@@ "  # prefix of the one stdout line a child write
 OPS = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t}
 SYMBOLS = {">=": "≥", "<=": "≤"}
 
+# Everyday chat messages the reply benchmarks send, one after another.
+CHAT_PROMPTS = (
+    "hello!",
+    "how are you?",
+    "what is your name?",
+    "do you like movies?",
+    "where are you going?",
+    "tell me a joke",
+    "what do you think about computers?",
+    "are you a robot?",
+    "what is the meaning of life?",
+    "i had a long day at work and i am very tired",
+    "can you help me with my homework?",
+    "what is your favorite food?",
+    "do you have any hobbies?",
+    "it is raining again today",
+    "who made you?",
+    "good night",
+)
+
 
 @dataclass
 class Figure:

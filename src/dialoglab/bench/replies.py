@@ -25,22 +25,11 @@ from typing import Any
 
 import torch
 
+from dialoglab.bench.common import CHAT_PROMPTS as PROMPTS
 from dialoglab.bench.common import CORNELL_SLICE, Figure, percentile, set_seed, time_calls
 from dialoglab.bench.lightning_overhead import scratch_size
 
 REPLY_TOKENS = 20
-PROMPTS = (
-    "hello!",
-    "how are you?",
-    "what is your name?",
-    "do you like movies?",
-    "where are you going?",
-    "i don't know what you mean.",
-    "can you help me with something?",
-    "what time is it?",
-    "tell me about your family.",
-    "why did you do that?",
-)
 
 
 def _word_tokenizer(vocab: int) -> Any:
