@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -357,6 +357,7 @@ class _Processors:
     context: torch.Tensor  # (N, S)
     context_valid: torch.Tensor  # (N, S)
     never_ids: tuple[int, ...] = ()  # tokens no reply contains (<pad>, <sos>)
+    blocked_masks: dict[bool, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(
         self, logits: torch.Tensor, history: torch.Tensor, seen: torch.Tensor | None
@@ -379,13 +380,20 @@ class _Processors:
         if banned is not None:
             logits = logits.masked_fill(banned, BANNED)
         # <pad> and <sos> never belong in a reply; <eos> waits for min_length.
-        blocked = list(self.never_ids)
-        if step < config.min_length:
-            blocked.append(self.eos_id)
-        if blocked:
-            logits = logits.clone()
-            logits[:, blocked] = BANNED
-        return logits
+        blocked = self._blocked(step < config.min_length, logits.device)
+        return logits if blocked is None else logits.masked_fill(blocked, BANNED)
+
+    def _blocked(self, before_min_length: bool, device: torch.device) -> torch.Tensor | None:
+        """(V,) bool mask of the always-blocked ids (+ <eos> before min_length), built once."""
+        ids = (*self.never_ids, self.eos_id) if before_min_length else self.never_ids
+        if not ids:
+            return None
+        cache = self.blocked_masks
+        if before_min_length not in cache:
+            mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=device)
+            mask[list(ids)] = True
+            cache[before_min_length] = mask
+        return cache[before_min_length]
 
 
 # -----------------------------------------------------------------------------

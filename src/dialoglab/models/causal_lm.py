@@ -21,7 +21,7 @@ from dialoglab.models.components.gpt2 import (
     gpt2_from_scratch,
     gpt2_pretrained,
 )
-from dialoglab.models.dialogue_module import DialogueModule
+from dialoglab.models.dialogue_module import DialogueModule, eval_mode
 
 # Batch keys with one entry per example (the others have one per row, several examples per row
 # when the tokenizer packs them).
@@ -228,13 +228,11 @@ class CausalLMModule(DialogueModule):
         decoding: Any = None,
     ) -> list[str]:
         """Replies to raw-text contexts (turns oldest first), optionally as the given personas."""
-        was_training = self.training
-        self.eval()
-        batch = self.encode_prompts(contexts, personas)
-        ids = self.generate_ids(
-            batch["prompt_ids"], batch["prompt_mask"], batch["prompt_types"], decoding
-        )
-        self.train(was_training)
+        with eval_mode(self):
+            batch = self.encode_prompts(contexts, personas)
+            ids = self.generate_ids(
+                batch["prompt_ids"], batch["prompt_mask"], batch["prompt_types"], decoding
+            )
         return [self.tokenizer.decode(row) for row in ids.tolist()]
 
     # -- checkpoint and export -----------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.generation import DecodingConfig, generate
 from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
-from dialoglab.models.dialogue_module import DialogueModule
+from dialoglab.models.dialogue_module import DialogueModule, eval_mode
 
 
 class Seq2SeqModule(DialogueModule):
@@ -165,11 +165,9 @@ class Seq2SeqModule(DialogueModule):
         decoding: DecodingConfig | None = None,
         max_source_length: int = 100,
     ) -> list[str]:
-        was_training = self.training
-        self.eval()
-        src, lengths = self.encode_contexts(contexts, max_source_length, personas)
-        ids = self.generate_ids(src, lengths, decoding).tolist()
-        self.train(was_training)
+        with eval_mode(self):
+            src, lengths = self.encode_contexts(contexts, max_source_length, personas)
+            ids = self.generate_ids(src, lengths, decoding).tolist()
         return [self.tokenizer.decode(row) for row in ids]
 
     @torch.no_grad()
