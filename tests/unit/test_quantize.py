@@ -140,6 +140,11 @@ def test_none_keeps_fp32_values_in_the_gemv_layout(
         )
 
 
+def test_batched_scoring_keeps_the_training_layout(trained: Seq2SeqModule) -> None:
+    module = quantize_model(copy.deepcopy(trained), "none", one_at_a_time=False)
+    assert weights_of(module) == "none" and module.net.decoder.W_o.weight.is_contiguous()
+
+
 def test_gpt2_none_unties_the_output_layer_with_equal_values(gpt2) -> None:
     module = quantize_model(copy.deepcopy(gpt2), "none")
     head, embedding = module.net.lm_head.weight, module.net.transformer.wte.weight

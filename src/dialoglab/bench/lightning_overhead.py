@@ -43,6 +43,14 @@ def scratch_size(quick: bool) -> dict[str, int]:
     return size
 
 
+def scratch_config(size: dict[str, int], **extra: Any) -> Any:
+    """A `GPT2Config` of `scratch_size`'s size (plus `extra` fields such as special ids)."""
+    from transformers import GPT2Config
+
+    keys = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+    return GPT2Config(**{key: size[key] for key in keys}, **extra)
+
+
 class _StubTokenizer:
     """What CausalLMModule reads from a fitted tokenizer when it builds a scratch model."""
 
@@ -86,16 +94,9 @@ def make_module(size: dict[str, int], max_length: int) -> tuple[Any, str]:
 class _MinimalGPT2(pl.LightningModule):
     def __init__(self, size: dict[str, int], optimizer: Any) -> None:
         super().__init__()
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
 
-        config = GPT2Config(
-            vocab_size=size["vocab_size"],
-            n_positions=size["n_positions"],
-            n_embd=size["n_embd"],
-            n_layer=size["n_layer"],
-            n_head=size["n_head"],
-        )
-        self.net = GPT2LMHeadModel(config)
+        self.net = GPT2LMHeadModel(scratch_config(size))
         self.optimizer_factory = optimizer
         self.label_smoothing = 0.0
 

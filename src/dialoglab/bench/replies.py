@@ -27,7 +27,7 @@ import torch
 
 from dialoglab.bench.common import CHAT_PROMPTS as PROMPTS
 from dialoglab.bench.common import CORNELL_SLICE, Figure, percentile, set_seed, time_calls
-from dialoglab.bench.lightning_overhead import scratch_size
+from dialoglab.bench.lightning_overhead import scratch_config, scratch_size
 
 REPLY_TOKENS = 20
 
@@ -144,22 +144,13 @@ def run(quick: bool = False) -> list[Figure]:
 
 
 def _gpt2(quick: bool, repeats: int, batch: int) -> list[Figure]:
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
     from dialoglab.models.quantize import gemv_layout
 
     size = scratch_size(quick)
     set_seed(0)
-    config = GPT2Config(
-        vocab_size=size["vocab_size"],
-        n_positions=size["n_positions"],
-        n_embd=size["n_embd"],
-        n_layer=size["n_layer"],
-        n_head=size["n_head"],
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
+    config = scratch_config(size, bos_token_id=0, eos_token_id=1, pad_token_id=2)
     net = GPT2LMHeadModel(config).eval()
     gemv_layout(net)  # as chat holds GPT-2 (quantize=auto is fp32 for GPT-2): see models/quantize
     prompt_len = 8 if quick else 32

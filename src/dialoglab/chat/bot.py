@@ -149,10 +149,9 @@ class Chatbot:
         on the CPU).
         """
         from dialoglab.experiment.checkpoint import restore_model
-        from dialoglab.models.quantize import quantize_model, resolve_quantize
+        from dialoglab.models.quantize import quantize_model
 
         restored = restore_model(path)
-        resolve_quantize(quantize, restored.model.family, device)  # a bad value fails before .to
         model = quantize_model(restored.model.to(device), quantize)
         return cls(model, restored.checkpoint["dialoglab"]["config"], decoding, path, **kwargs)
 

@@ -3,8 +3,9 @@
 Sidebar: the checkpoint (every `outputs/**/checkpoints/*.ckpt` under `DIALOGLAB_ROOT` or the
 working directory, newest first, or a typed path; `DIALOGLAB_CKPT` preselects one), how the
 weights are held (auto | none | int8 | bf16, as `quantize` of conf/chat.yaml; `DIALOGLAB_QUANTIZE`
-preselects one, default auto: int8 for gru_attn on the CPU), decoding controls (a preset from conf/decoding/ and its fields), what the bot remembers about you (with a
-button to forget it) and a button to start over. Each browser session has its own history and
+preselects one, default auto: int8 for gru_attn on the CPU), decoding controls (a preset from
+conf/decoding/ and its fields), what the bot remembers about you (with a button to forget it)
+and a button to start over. Each browser session has its own history and
 memory. For gru_attn models, the attention of the last reply is drawn as a heat-map (source words
 x reply words). The model is loaded once per checkpoint, weights setting and process
 (`st.cache_resource`).

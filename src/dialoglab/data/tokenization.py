@@ -315,30 +315,13 @@ class WordTokenizer:
         text = " ".join(words)
         return re.sub(r" ([.!?,])", r"\1", text)
 
-    def encode_context(
-        self,
-        persona: Sequence[str],
-        context: Sequence[str],
-        encoded: dict[str, list[int]] | None = None,
-    ) -> list[int]:
-        """Persona lines then context turns, each followed by `<sep>` except the last turn.
-
-        `encoded` memoises text -> ids across calls (a corpus line is a reply and a context).
-        """
-        pieces = [*persona, *context]
+    def encode_context(self, persona: Sequence[str], context: Sequence[str]) -> list[int]:
+        """Persona lines then context turns, each followed by `<sep>` except the last turn."""
         ids: list[int] = []
-        for k, text in enumerate(pieces):
+        for k, text in enumerate([*persona, *context]):
             if k:
                 ids.append(self.sep_id)
-            ids.extend(self._encode_memo(text, encoded))
-        return ids
-
-    def _encode_memo(self, text: str, encoded: dict[str, list[int]] | None) -> list[int]:
-        if encoded is None:
-            return self.encode(text)
-        ids = encoded.get(text)
-        if ids is None:
-            ids = encoded[text] = self.encode(text)
+            ids.extend(self.encode(text))
         return ids
 
     def count_words(self, text: str) -> int:

@@ -20,7 +20,10 @@ from dialoglab.models.quantize import quantize_model
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test metrics of `cfg.ckpt_path` on its own data (or `cfg.data` overrides), printed and saved."""
     restored = restore_model(cfg.ckpt_path)
-    run_cfg, model = restored.cfg, quantize_model(restored.model, cfg.get("quantize", "none"))
+    run_cfg, model = (
+        restored.cfg,
+        quantize_model(restored.model, cfg.get("quantize", "none"), one_at_a_time=False),
+    )
     model.decoding = DecodingConfig.from_any(cfg.get("decoding"))  # BLEU/distinct under it
     data_cfg = run_cfg.data
     if cfg.get("data"):

@@ -41,14 +41,12 @@ QUANTIZE_CHOICES = ("auto", "none", "int8", "bf16")
 KEY = "quantize"
 
 
-def resolve_quantize(
-    value: Any, family: str, device: str | torch.device = "cpu", key: str = KEY
-) -> str:
-    """`value` checked and `auto` resolved: one of none, int8, bf16 (errors name `key`)."""
+def resolve_quantize(value: Any, family: str, device: str | torch.device = "cpu") -> str:
+    """`value` checked and `auto` resolved: one of none, int8, bf16 (errors name the `quantize` key)."""
     mode = "none" if value is None or value is False else value
     if not isinstance(mode, str) or mode.strip().lower() not in QUANTIZE_CHOICES:
         raise ConfigError(
-            f"{key} must be one of {', '.join(QUANTIZE_CHOICES)} (auto: int8 for gru_attn models "
+            f"{KEY} must be one of {', '.join(QUANTIZE_CHOICES)} (auto: int8 for gru_attn models "
             f"on the CPU, none otherwise), got {value!r}"
         )
     mode = mode.strip().lower()
@@ -57,8 +55,8 @@ def resolve_quantize(
         return "int8" if family == "seq2seq" and on_cpu and int8_available() else "none"
     if mode == "int8" and not on_cpu:
         raise ConfigError(
-            f"{key}=int8 runs on the CPU only (dynamic quantization has no {torch.device(device).type} "
-            f"kernels); use device=cpu, or {key}=bf16 / {key}=none on this device"
+            f"{KEY}=int8 runs on the CPU only (dynamic quantization has no {torch.device(device).type} "
+            f"kernels); use device=cpu, or {KEY}=bf16 / {KEY}=none on this device"
         )
     return mode
 
@@ -108,13 +106,13 @@ def conv1d_to_linear(net: nn.Module) -> nn.Module:
     return net
 
 
-def _int8(net: nn.Module, family: str, key: str) -> nn.Module:
+def _int8(net: nn.Module, family: str) -> nn.Module:
     problem = _int8_problem()
     if problem:
         raise ConfigError(
-            f"{key}=int8: dynamic quantization does not run on this machine ({problem}; engine "
+            f"{KEY}=int8: dynamic quantization does not run on this machine ({problem}; engine "
             f"{torch.backends.quantized.engine!r}, supported {torch.backends.quantized.supported_engines}); "
-            f"use {key}=none or {key}=bf16"
+            f"use {KEY}=none or {KEY}=bf16"
         )
     if family == "causal_lm":
         conv1d_to_linear(net)
@@ -125,30 +123,31 @@ def _int8(net: nn.Module, family: str, key: str) -> nn.Module:
         )
 
 
-def quantize_model(model: Any, quantize: Any = "none", key: str = KEY) -> Any:
+def quantize_model(model: Any, quantize: Any = "none", one_at_a_time: bool = True) -> Any:
     """Hold `model.net` (a Seq2SeqModule's or CausalLMModule's network) as `quantize` says.
 
     Call it after moving the model to its device and before replying; returns the model, in eval
     mode, with `model.inference_weights` set to what it holds (none, int8 or bf16).
+    `one_at_a_time=False` (batched scoring, as eval does) skips `gemv_layout`, which only pays off
+    for batch-1 decoding.
     """
     family = str(getattr(model, "family", "unknown"))
     device = getattr(model, "device", None) or torch.device("cpu")
-    mode = resolve_quantize(quantize, family, device, key)
+    mode = resolve_quantize(quantize, family, device)
     if mode == "none":
-        if torch.device(device).type == "cpu" and isinstance(
-            getattr(model, "net", None), nn.Module
-        ):
+        on_cpu = torch.device(device).type == "cpu"
+        if one_at_a_time and on_cpu and isinstance(getattr(model, "net", None), nn.Module):
             gemv_layout(model.net)
     else:
         if not isinstance(getattr(model, "net", None), nn.Module):
             raise ConfigError(
-                f"{key}={mode}: {type(model).__name__} has no `.net` network to convert; "
-                f"use {key}=none"
+                f"{KEY}={mode}: {type(model).__name__} has no `.net` network to convert; "
+                f"use {KEY}=none"
             )
         if family not in ("seq2seq", "causal_lm"):
-            raise ConfigError(f"{key}={mode} is for gru_attn and GPT-2 models, not {family!r}")
+            raise ConfigError(f"{KEY}={mode} is for gru_attn and GPT-2 models, not {family!r}")
         if mode == "int8":
-            model.net = _int8(model.net, family, key)
+            model.net = _int8(model.net, family)
         else:
             model.net.to(torch.bfloat16)
     model.eval()

@@ -64,28 +64,23 @@ class Seq2SeqModule(DialogueModule):
     def label_smoothing(self) -> float:
         return self._label_smoothing
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits (B, T, V) of the reply tokens."""
+    def forward(
+        self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, T, V) of the reply tokens; (N, V) at the positions where `keep` is True."""
         if self.training and self.teacher_forcing_ratio < 1.0:
-            return self.net.forward_stepwise(
+            logits = self.net.forward_stepwise(
                 batch["src"],
                 batch["src_lengths"],
                 batch["decoder_input"],
                 self.teacher_forcing_ratio,
             )
-        return self.net(batch["src"], batch["src_lengths"], batch["decoder_input"])
+            return logits if keep is None else logits[keep]
+        return self.net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)
 
     def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
-        if self.training and self.teacher_forcing_ratio < 1.0:
-            logits = self(batch)  # (B, T, V)
-            return F.cross_entropy(
-                logits.flatten(0, 1).float(),
-                batch["target"].flatten(),
-                ignore_index=self.config.pad_id,
-                reduction="sum",
-                label_smoothing=label_smoothing,
-            )
-        return reply_nll(self.net, batch, label_smoothing)
+        keep = batch["target"] != self.config.pad_id  # (B, T): no output layers on padding
+        return summed_nll(self(batch, keep), batch["target"][keep], label_smoothing)
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return (batch["target"] != self.config.pad_id).sum()
@@ -190,10 +185,17 @@ class Seq2SeqModule(DialogueModule):
 def reply_nll(
     net: GRUAttnSeq2Seq, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0
 ) -> torch.Tensor:
-    """Summed cross-entropy of the reply tokens, teacher-forced; the output layers and the loss
-    run on real target tokens only, none on padding (logits upcast to fp32 for the loss)."""
+    """Seq2SeqModule.nll for a plain network: teacher-forced, output layers and loss on the real
+    reply tokens only, none on padding."""
     keep = batch["target"] != net.config.pad_id  # (B, T)
     logits = net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)  # (N, V)
+    return summed_nll(logits, batch["target"][keep], label_smoothing)
+
+
+def summed_nll(
+    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Summed cross-entropy of (N, V) logits (upcast to fp32) against (N,) targets."""
     return F.cross_entropy(
-        logits.float(), batch["target"][keep], reduction="sum", label_smoothing=label_smoothing
+        logits.float(), targets, reduction="sum", label_smoothing=label_smoothing
     )
