@@ -85,21 +85,58 @@ def _latency_figures(label: str, times: list[float], target_ms: float, note: str
 
 
 def _variants(module: Any) -> dict[str, Any]:
-    """The module in fp32 (`quantize=none`), bf16 and int8 (`quantize=auto`, chat's default on
-    the CPU), each converted by `quantize_model` as the chat front ends do."""
+    """The module in fp32 (`quantize=none`: weights in the GEMV layout), in fp32 as trained (the
+    layout `gemv_layout` replaces), bf16 and int8 (`quantize=auto`, chat's default on the CPU),
+    each converted by `quantize_model` as the chat front ends do."""
     import copy
 
     from dialoglab.models.quantize import int8_available, quantize_model
 
     variants = {"": quantize_model(copy.deepcopy(module), "none")}  # fp32, GEMV weight layout
+    variants[" (fp32, training weight layout)"] = quantize_model(
+        copy.deepcopy(module), "none", one_at_a_time=False
+    )
     variants[" (bf16 weights)"] = quantize_model(copy.deepcopy(module), "bf16")
     if int8_available():  # skipped where quantized kernels are missing (chat then uses fp32)
         variants[" (int8, chat default)"] = quantize_model(copy.deepcopy(module), "int8")
     return variants
 
 
+def _bandwidth(quick: bool) -> list[Figure]:
+    """Memory read rates that bound batch-1 decoding: a plain sum, and a (1, 500) x (500, 8000)
+    product with the weight stored (out, in) as trained or (in, out) as `gemv_layout` holds it.
+    Eight distinct 16 MB weights, so that caches do not hold them between calls."""
+    n_mats, shape = (2, (800, 50)) if quick else (8, (8000, 500))
+    weights = [torch.randn(shape) for _ in range(n_mats)]
+    transposed = [w.t().contiguous().t() for w in weights]  # same values, (in, out) storage
+    x = torch.randn(1, shape[1])
+    big = torch.randn(n_mats * shape[0] * shape[1])
+
+    def rate(fn: Any, items: list[torch.Tensor]) -> float:
+        seconds = min(time_calls(lambda: [fn(w) for w in items], repeats=5, warmup=1))
+        return round(sum(w.numel() * 4 for w in items) / seconds / 1e9, 1)
+
+    with torch.inference_mode():
+        figures = [
+            Figure("memory read, plain sum", rate(torch.sum, [big]), "GB/s"),
+            Figure(
+                "batch-1 x W^T, W stored (out, in)",
+                rate(lambda w: torch.nn.functional.linear(x, w), weights),
+                "GB/s",
+                note="fp32, the layout training leaves",
+            ),
+            Figure(
+                "batch-1 x W^T, W stored (in, out)",
+                rate(lambda w: torch.nn.functional.linear(x, w), transposed),
+                "GB/s",
+                note="fp32, models/quantize.py gemv_layout (chat's fp32 weights)",
+            ),
+        ]
+    return figures
+
+
 def run(quick: bool = False) -> list[Figure]:
-    figures: list[Figure] = []
+    figures: list[Figure] = _bandwidth(quick)
     repeats = 5 if quick else 40
     batch = 8 if quick else 64
 

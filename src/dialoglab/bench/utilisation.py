@@ -54,11 +54,13 @@ def matmul_peak(dtype: torch.dtype, quick: bool) -> tuple[float, int]:
 
 
 def step_timing(size: GRUSize, quick: bool) -> dict[str, float]:
-    """Median seconds of the fp32 and the bf16-autocast training step on one full-length batch."""
+    """Median seconds of the fp32, the fp32 with nn.GRU layers (`model.fused_rnn=false`) and the
+    bf16-autocast training step on one full-length batch."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
-    nets = {"fp32": net, "bf16": copy.deepcopy(net)}
+    nets = {"fp32": net, "fp32_nn_gru": copy.deepcopy(net), "bf16": copy.deepcopy(net)}
+    nets["fp32_nn_gru"].fused_rnn = False
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
     times = time_interleaved(
         {
@@ -131,6 +133,15 @@ def run(quick: bool = False) -> list[Figure]:
             round(100 * achieved32 / peak32, 1),
             "%",
             target=(">=", 75.0),
+        ),
+        Figure(
+            "gru_attn step fp32 with nn.GRU layers",
+            round(times["fp32_nn_gru"] * 1e3, 1),
+            "ms",
+            note="model.fused_rnn=false",
+        ),
+        Figure(
+            "fused GRU speed-up (fp32 step)", round(times["fp32_nn_gru"] / times["fp32"], 2), "x"
         ),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         Figure(

@@ -4,9 +4,10 @@
 
 - `none`: fp32, as trained. On the CPU every weight matrix of the network's Linear and GRU/LSTM
   layers is re-laid out in memory as its transpose's contiguous storage (`gemv_layout`): the
-  same values, but batch-1 matrix-vector products then stream them ~2x faster (MKL's x W^T with
-  a row-major (out, in) W reaches ~10 GB/s here, x (W^T contiguous) ~22 GB/s): greedy gru_attn
-  replies ~2x faster. GPT-2's output layer, tied to the embedding in training, gets its own copy.
+  same values, but batch-1 matrix-vector products stream them ~2x faster (10 vs 22 GB/s here)
+  and a greedy gru_attn reply takes ~1.6x less time (p50 47 vs 75 ms); both measured by
+  `python -m dialoglab.bench --only replies`. GPT-2's output layer, tied to the embedding in
+  training, gets its own copy.
 - `int8`: dynamic quantization (`torch.ao.quantization.quantize_dynamic`): the weights of every
   Linear and GRU/LSTM layer are stored as int8 and activations are quantized on the fly. CPU
   only. At batch 1, decoding reads every weight once per token and is bound by memory traffic,
