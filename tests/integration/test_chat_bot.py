@@ -229,10 +229,20 @@ def test_chat_latency_benchmark(chat_checkpoint: Path, tmp_path: Path) -> None:
         assert stats["n"] == len(chat_latency.PROMPTS)
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p95_ms"] <= stats["max_ms"]
     assert saved["decodings"]["beam5"]["num_beams"] == 5
+    # int8 replies compared with the fp32 model's, prompt by prompt
+    assert set(saved["same_reply_as_fp32"]) == {"greedy", "beam5"}
+    assert all(0.0 <= share <= 1.0 for share in saved["same_reply_as_fp32"].values())
     figures = chat_latency.run(quick=True, ckpt_path=str(chat_checkpoint))
     assert [f.name for f in figures] == [
         "chat reply p50 (greedy)",
         "chat reply p95 (greedy)",
         "chat reply p50 (beam5)",
         "chat reply p95 (beam5)",
+        "chat replies equal to fp32 (greedy)",
+        "chat replies equal to fp32 (beam5)",
     ]
+
+
+def test_chat_latency_fp32_has_no_agreement_row(chat_checkpoint: Path) -> None:
+    report = chat_latency.report(chat_checkpoint, repeats=1, warmup=0, quantize="none")
+    assert report["quantize"] == "none" and "same_reply_as_fp32" not in report

@@ -70,6 +70,23 @@ def measure(
     return results
 
 
+def agreement_with_fp32(
+    bot: Chatbot, ckpt_path: str | Path, device: str, prompts: Sequence[str] = PROMPTS
+) -> dict[str, float]:
+    """Per decoding, the share of prompts whose reply from `bot` equals the fp32 model's reply
+    word for word (what quantized weights change in practice)."""
+    reference = Chatbot.from_checkpoint(ckpt_path, device=device, quantize="none")
+    shares = {}
+    for name, decoding in default_decodings().items():
+        same = sum(
+            bot.reply(p, bot.new_session(), decoding=decoding).text
+            == reference.reply(p, reference.new_session(), decoding=decoding).text
+            for p in prompts
+        )
+        shares[name] = round(same / len(prompts), 3)
+    return shares
+
+
 def report(
     ckpt_path: str | Path,
     out: str | Path | None = None,
@@ -98,6 +115,8 @@ def report(
         "decodings": {name: d.to_dict() for name, d in decodings.items()},
         "results": measure(bot, decodings, PROMPTS, repeats, warmup),
     }
+    if bot.weights != "none":
+        result["same_reply_as_fp32"] = agreement_with_fp32(bot, ckpt_path, device)
     if out:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +149,15 @@ def run(quick: bool = False, ckpt_path: str | None = None) -> list[Figure]:
         )
         for q in ("p50", "p95"):
             figures.append(Figure(f"chat reply {q} ({name})", stats[f"{q}_ms"], "ms", note=note))
+    for name, share in result.get("same_reply_as_fp32", {}).items():
+        figures.append(
+            Figure(
+                f"chat replies equal to fp32 ({name})",
+                round(100 * share, 1),
+                "%",
+                note=f"{len(PROMPTS)} prompts, {path.name}, quantize={result['quantize']}",
+            )
+        )
     return figures
 
 
@@ -157,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(
             f"{name:>8}: p50 {stats['p50_ms']:.1f} ms  p95 {stats['p95_ms']:.1f} ms  (n={stats['n']})"
         )
+    for name, share in result.get("same_reply_as_fp32", {}).items():
+        print(f"{name:>8}: {100 * share:.1f} % of replies equal to the fp32 model's")
     print(f"weights: {result['quantize']}; written to {out}")
     return result
 

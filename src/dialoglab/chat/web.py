@@ -84,7 +84,7 @@ def choose_quantize() -> str:
         index=index,
         format_func=lambda q: WEIGHTS_LABELS.get(q, q),
         key="quantize",
-        help="int8: ~7x faster replies of gru_attn models on the CPU, ~96% of replies as fp32",
+        help="int8: ~4x faster replies of gru_attn models on the CPU, nearly all as in fp32",
     )
 
 

@@ -12,17 +12,18 @@
   Linear and GRU/LSTM layer are stored as int8 and activations are quantized on the fly. CPU
   only. At batch 1, decoding reads every weight once per token and is bound by memory traffic,
   so 4x smaller weights make a gru_attn reply (hidden 500, 2+2 layers, vocabulary 8,000) about
-  7x faster than fp32 (greedy p50 ~10 ms vs ~75 ms on 2 CPU cores, `python -m dialoglab.bench
-  --only replies`). Not faster for large batches (beam 5 over 64 prompts). GPT-2's projections
+  4x faster than fp32 in the GEMV layout (greedy p50 11-14 ms vs 46-59 ms on 2 CPU cores,
+  `python -m dialoglab.bench --only replies`). Little faster for large batches. GPT-2's projections
   are Hugging Face `Conv1D` layers, not `nn.Linear`: they are first replaced by equal Linear
   layers so that they are quantized too (the embedding stays fp32; the output layer, tied to it
   in training, gets its own int8 copy).
-- `bf16`: the weights are cast to bfloat16 (half the memory and traffic: ~3x faster than fp32 at
-  batch 1 here, ~2.5x slower than int8). Decoding runs in bf16 and scores the logits in fp32.
+- `bf16`: the weights are cast to bfloat16 (half the memory and traffic: greedy p50 29-35 ms at
+  batch 1 here, between fp32 and int8; same command). Decoding runs in bf16 and scores the logits in fp32.
 - `auto`: `int8` for gru_attn (seq2seq) models on the CPU (when quantized kernels run here),
   `none` otherwise (GPT-2, GPUs). The default of chat, serve and the web app: on a trained
-  H=500 gru_attn, 96% of greedy int8 replies (48 of 50 prompts) equal the fp32 ones word for
-  word and test BLEU is unchanged (52.5); smaller Cornell/chatterbot models agree on 98-100%.
+  H=500 gru_attn, 16 of 16 greedy and 15 of 16 beam-5 int8 replies equal the fp32 ones word for
+  word (`python -m dialoglab.bench.chat_latency ckpt_path=...` reports this share) and test
+  BLEU moves 52.53 -> 52.46 (`python eval.py ckpt_path=... quantize=int8`).
 
 Either changes the numbers slightly (an argmax can flip on a near tie). The model is changed in
 place (its `.net` is replaced) and returned; `weights_of(model)` says what it holds.
