@@ -163,8 +163,10 @@ def test_bad_values_name_the_key(trained: Seq2SeqModule, bad: object) -> None:
 def test_auto_and_device_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(q, "_INT8_CHECK", "")
     assert resolve_quantize("auto", "seq2seq", "cpu") == "int8"
-    assert resolve_quantize("auto", "causal_lm", "cpu") == "none"
+    assert resolve_quantize("auto", "causal_lm", "cpu") == "int8"
     assert resolve_quantize("auto", "seq2seq", "cuda") == "none"
+    assert resolve_quantize("auto", "causal_lm", "cuda") == "none"
+    assert resolve_quantize("auto", "unknown", "cpu") == "none"
     assert resolve_quantize("bf16", "seq2seq", "cuda") == "bf16"
     with pytest.raises(ConfigError, match=r"quantize=int8 runs on the CPU only"):
         resolve_quantize("int8", "seq2seq", "cuda")

@@ -9,7 +9,7 @@ DIALOGLAB_CHAT_CKPT, else the newest under outputs/).
 Each measurement is one `Chatbot.reply` in a fresh session (tokenization, memory rules, the model
 and decoding: what a user waits for), over a fixed set of prompts that memory does not answer.
 The model holds its weights as chat does by default (`quantize=auto`: int8 dynamic quantization
-for gru_attn on the CPU); `quantize=none` measures fp32.
+on the CPU); `quantize=none` measures fp32.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
     DELETE /v1/sessions/{id}       -> forget the session (404 when unknown)
     GET    /health                 -> {"status": "ok", "model": {..., "quantize"}, "sessions": n}
 
-`quantize` (conf/serve.yaml, default auto: int8 dynamic quantization for gru_attn on the CPU)
+`quantize` (conf/serve.yaml, default auto: int8 dynamic quantization on the CPU)
 says how the model holds its weights; see dialoglab.models.quantize.
 
 Sessions are isolated: each has its own history, memory and lock, so concurrent requests to one

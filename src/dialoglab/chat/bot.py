@@ -145,8 +145,8 @@ class Chatbot:
         """Rebuild model and tokenizer from a dialoglab checkpoint alone.
 
         `quantize` (auto | none | int8 | bf16) is how the weights are held for inference; see
-        `dialoglab.models.quantize` (the front ends' configs default to auto: int8 for gru_attn
-        on the CPU).
+        `dialoglab.models.quantize` (the front ends' configs default to auto: int8 on the CPU,
+        fp32 on GPUs).
         """
         from dialoglab.experiment.checkpoint import restore_model
         from dialoglab.models.quantize import quantize_model

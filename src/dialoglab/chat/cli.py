@@ -1,7 +1,7 @@
 """`python chat.py ckpt_path=...`: a terminal chat (rich) with /reset /memory /forget /help /quit.
 
 `quantize=auto|none|int8|bf16` says how the model holds its weights (conf/chat.yaml: auto, which
-is int8 dynamic quantization for gru_attn models on the CPU; see dialoglab.models.quantize).
+is int8 dynamic quantization on the CPU, fp32 on GPUs; see dialoglab.models.quantize).
 
 `--once "text"` (or `once="text"`) prints the reply to one message and exits, for scripts. Input
 that is not valid UTF-8 is read with replacement characters instead of failing.

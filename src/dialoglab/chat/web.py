@@ -3,7 +3,7 @@
 Sidebar: the checkpoint (every `outputs/**/checkpoints/*.ckpt` under `DIALOGLAB_ROOT` or the
 working directory, newest first, or a typed path; `DIALOGLAB_CKPT` preselects one), how the
 weights are held (auto | none | int8 | bf16, as `quantize` of conf/chat.yaml; `DIALOGLAB_QUANTIZE`
-preselects one, default auto: int8 for gru_attn on the CPU), decoding controls (a preset from
+preselects one, default auto: int8 on the CPU), decoding controls (a preset from
 conf/decoding/ and its fields), what the bot remembers about you (with a button to forget it)
 and a button to start over. Each browser session has its own history and
 memory. For gru_attn models, the attention of the last reply is drawn as a heat-map (source words
@@ -67,7 +67,7 @@ def choose_checkpoint() -> str | None:
 
 
 WEIGHTS_LABELS = {
-    "auto": "auto (int8 for gru_attn)",
+    "auto": "auto (int8 on the CPU)",
     "none": "fp32 (as trained)",
     "int8": "int8 (dynamic quantization)",
     "bf16": "bf16",
@@ -84,7 +84,7 @@ def choose_quantize() -> str:
         index=index,
         format_func=lambda q: WEIGHTS_LABELS.get(q, q),
         key="quantize",
-        help="int8: ~4x faster replies of gru_attn models on the CPU, nearly all as in fp32",
+        help="int8: 1.5-4x faster replies on the CPU, nearly all as in fp32",
     )
 
 

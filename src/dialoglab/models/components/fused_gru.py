@@ -15,9 +15,10 @@ Padding is handled the way a packed sequence is: where `mask` is False the state
 unchanged and the output is 0. The reverse direction is the same loop over the time-flipped
 input, so it starts from each sequence's last real token exactly as packing does.
 
-Under CPU autocast the matmuls run in bf16 while the gates and the state stay in fp32 (more
-precise than nn.GRU's all-bf16 step, but slower, so the model keeps nn.GRU under bf16-mixed; see
-`supports_fused`). Results equal nn.GRU's to float rounding (tests/unit/test_fused_gru.py).
+Under CPU autocast (bf16-mixed) the whole layer runs in bf16: matmuls, gates and state, with
+the weights cast once per call; the weight and bias gradients come back in fp32 (one bf16
+matmul each, accumulated in fp32 inside the kernel). fp32 results equal nn.GRU's to float
+rounding; bf16 ones stay close to them (tests/unit/test_fused_gru.py).
 Shapes: T time steps, B batch, I input size, H hidden size; time-major inside this file.
 """
 
@@ -52,29 +53,21 @@ class GRULayerFunction(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         T, B, I = x.shape  # noqa: E741 (I: input size, as in the docstring)
         H = w_hh.size(1)
-        sd = w_hh.dtype  # the gates and the state: fp32 (fp64 in gradcheck), never lowered
-        low = compute_dtype != sd
+        cd = compute_dtype  # matmuls, gates and state: the weights' dtype, or autocast's bf16
         with torch.autocast("cpu", enabled=False):
             # b_hh's r and z parts are folded into gi; its n part stays inside r * (W_hn h + b_hn).
-            b_gi = b_ih + torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)])
-            b_gh = torch.cat([b_hh.new_zeros(2 * H), b_hh[2 * H :]])
-            w_ih_t = w_ih.t().to(compute_dtype)  # (I, 3H)
-            w_hh_t = w_hh.t().to(compute_dtype)  # (H, 3H), a transposed view when fp32
-            x2d = x.reshape(T * B, I).to(compute_dtype)
-            if low:
-                gi = torch.mm(x2d, w_ih_t).to(sd).add_(b_gi).view(T, B, 3 * H)
-            else:
-                gi = torch.addmm(b_gi, x2d, w_ih_t).view(T, B, 3 * H)
-            gh = x.new_empty(T, B, 3 * H, dtype=sd)  # h W_hh^T + (0, 0, b_hn)
-            rz = x.new_empty(T, B, 2 * H, dtype=sd)  # sigmoid gates r | z
-            n = x.new_empty(T, B, H, dtype=sd)  # candidate state
-            hs = x.new_empty(T, B, H, dtype=sd)  # state after each step
-            h = h0.to(sd)
+            b_gi = (b_ih + torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)])).to(cd)
+            b_gh = torch.cat([b_hh.new_zeros(2 * H), b_hh[2 * H :]]).to(cd)
+            w_ih_t = w_ih.t().to(cd)  # (I, 3H)
+            w_hh_t = w_hh.t().to(cd)  # (H, 3H), a transposed view when no cast is needed
+            gi = torch.addmm(b_gi, x.reshape(T * B, I).to(cd), w_ih_t).view(T, B, 3 * H)
+            gh = x.new_empty(T, B, 3 * H, dtype=cd)  # h W_hh^T + (0, 0, b_hn)
+            rz = x.new_empty(T, B, 2 * H, dtype=cd)  # sigmoid gates r | z
+            n = x.new_empty(T, B, H, dtype=cd)  # candidate state
+            hs = x.new_empty(T, B, H, dtype=cd)  # state after each step
+            h = h0.to(cd)
             for t in range(T):
-                if low:
-                    torch.add(torch.mm(h.to(compute_dtype), w_hh_t), b_gh, out=gh[t])
-                else:
-                    torch.addmm(b_gh, h, w_hh_t, out=gh[t])
+                torch.addmm(b_gh, h, w_hh_t, out=gh[t])
                 torch.sigmoid(gi[t, :, : 2 * H] + gh[t, :, : 2 * H], out=rz[t])
                 r, z = rz[t, :, :H], rz[t, :, H:]
                 torch.tanh(torch.addcmul(gi[t, :, 2 * H :], r, gh[t, :, 2 * H :]), out=n[t])
@@ -93,63 +86,55 @@ class GRULayerFunction(torch.autograd.Function):
     def backward(ctx, d_outputs: torch.Tensor, d_h_n: torch.Tensor):
         x, h0, w_ih, w_hh, rz, n, gh, hs, mask = ctx.saved_tensors
         cd = ctx.compute_dtype
-        sd = w_hh.dtype
-        low = cd != sd
         T, B, I = x.shape  # noqa: E741 (I: input size, as in the docstring)
         H = w_hh.size(1)
         with torch.autocast("cpu", enabled=False):
-            h_prev = torch.cat([h0.to(sd).unsqueeze(0), hs[:-1]])  # (T, B, H)
+            h_prev = torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]])  # (T, B, H)
             r, z = rz[..., :H], rz[..., H:]
             # Everything that does not depend on the incoming state gradient, for all steps.
             c_n = (1 - z) * (1 - n * n)  # dL/d(n pre-activation) = dh * c_n
             c_z = (h_prev - n) * z * (1 - z)  # dL/d(z pre-activation) = dh * c_z
             c_r = gh[..., 2 * H :] * r * (1 - r)  # dL/d(r pre-activation) = dn_pre * c_r
             keep = z  # dh flowing straight to the previous state
-            d_out = d_outputs.to(sd)
+            d_out = d_outputs.to(cd)
             if mask is not None:
-                m = mask.to(sd)
+                m = mask.to(cd)
                 c_n, c_z, d_out = c_n * m, c_z * m, d_out * m
                 keep = z * m + (1 - m)
             w_hh_c = w_hh.to(cd)  # (3H, H)
-            d_gh = x.new_empty(T, B, 3 * H, dtype=sd)  # dL/d(h W_hh^T + b_hh)
-            d_gi_n = x.new_empty(T, B, H, dtype=sd)  # dL/d(gi_n)
-            dh = d_h_n.to(sd, copy=True)
+            d_gh = x.new_empty(T, B, 3 * H, dtype=cd)  # dL/d(h W_hh^T + b_hh)
+            d_gi_n = x.new_empty(T, B, H, dtype=cd)  # dL/d(gi_n)
+            dh = d_h_n.to(cd, copy=True)
             for t in range(T - 1, -1, -1):
                 dh = dh + d_out[t]
                 dn_pre = torch.mul(dh, c_n[t], out=d_gi_n[t])
                 torch.mul(dn_pre, c_r[t], out=d_gh[t, :, :H])
                 torch.mul(dh, c_z[t], out=d_gh[t, :, H : 2 * H])
                 torch.mul(dn_pre, r[t], out=d_gh[t, :, 2 * H :])
-                if low:
-                    dh = (dh * keep[t]).add_(torch.mm(d_gh[t].to(cd), w_hh_c).to(sd))
-                else:
-                    dh = torch.addmm(dh * keep[t], d_gh[t], w_hh_c)
+                dh = torch.addmm(dh * keep[t], d_gh[t], w_hh_c)
             d_gi = torch.cat([d_gh[..., : 2 * H], d_gi_n], dim=-1).view(T * B, 3 * H)
             d_gh2d = d_gh.view(T * B, 3 * H)
-            d_gi_c = d_gi.to(cd)
             dx = dw_ih = dw_hh = db_ih = db_hh = None
             if ctx.needs_input_grad[0]:
-                dx = torch.mm(d_gi_c, w_ih.to(cd)).view(T, B, I).to(x.dtype)
+                dx = torch.mm(d_gi, w_ih.to(cd)).view(T, B, I).to(x.dtype)
             if ctx.needs_input_grad[2]:
-                dw_ih = torch.mm(d_gi_c.t(), x.reshape(T * B, I).to(cd)).to(w_ih.dtype)
+                dw_ih = torch.mm(d_gi.t(), x.reshape(T * B, I).to(cd)).to(w_ih.dtype)
             if ctx.needs_input_grad[3]:
-                dw_hh = torch.mm(d_gh2d.to(cd).t(), h_prev.view(T * B, H).to(cd)).to(w_hh.dtype)
+                dw_hh = torch.mm(d_gh2d.t(), h_prev.view(T * B, H)).to(w_hh.dtype)
             if ctx.needs_input_grad[4]:
-                db_ih = d_gi.sum(0).to(w_ih.dtype)
+                db_ih = d_gi.sum(0, dtype=w_ih.dtype)
             if ctx.needs_input_grad[5]:
-                db_hh = d_gh2d.sum(0).to(w_hh.dtype)
+                db_hh = d_gh2d.sum(0, dtype=w_hh.dtype)
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None
 
 
 def supports_fused(rnn: nn.Module, x: torch.Tensor) -> bool:
-    """True when `fused_gru` should stand in for `rnn` on `x`: a batch-first fp32 CPU nn.GRU with
-    biases (not a quantized or bf16 copy, and not CUDA, where cuDNN's fused kernels win), outside
-    autocast: under bf16 autocast nn.GRU's all-bf16 step was faster than this loop's bf16
-    matmuls with fp32 gates in our measurements."""
+    """True when `fused_gru` should stand in for `rnn` on `x`: a batch-first CPU nn.GRU with
+    biases and fp32 weights (not a quantized or bf16 copy, and not CUDA, where cuDNN's fused
+    kernels win), with or without bf16 autocast."""
     return (
-        not torch.is_autocast_enabled("cpu")
-        and type(rnn) is nn.GRU
+        type(rnn) is nn.GRU
         and rnn.bias
         and rnn.batch_first
         and x.device.type == "cpu"
