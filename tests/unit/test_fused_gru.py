@@ -28,22 +28,26 @@ def _grads(outputs, h_n, g_out, g_h, inputs):
     return torch.autograd.grad(loss, inputs)
 
 
+# None: no padding; unsorted lengths; sorted lengths that all stop before T (idle last steps)
+LENGTHS = {"none": None, "unsorted": [T, 1, 4, T - 1, 2], "short": [T - 2, T - 2, 3, 1, 1]}
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("layers", [1, 3])
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("packed", LENGTHS)
 def test_matches_nn_gru_outputs_states_and_gradients(bidirectional, layers, packed):
     torch.manual_seed(0)
     rnn = nn.GRU(I, H, num_layers=layers, batch_first=True, bidirectional=bidirectional)
     D = 2 if bidirectional else 1
     x = torch.randn(B, T, I, requires_grad=True)
     h0 = torch.randn(layers * D, B, H, requires_grad=True)
-    lengths = torch.tensor([T, 1, 4, T - 1, 2]) if packed else None
+    lengths = torch.tensor(LENGTHS[packed]) if LENGTHS[packed] else None
     ref_out, ref_h = _reference(rnn, x, h0, lengths)
     out, h_n = fused_gru(rnn, x, h0, lengths)
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(h_n, ref_h, rtol=1e-5, atol=1e-6)
-    if packed:  # padding outputs are exactly 0, as pad_packed_sequence leaves them
-        assert out[1, 1:].abs().max() == 0
+    if lengths is not None:  # padding outputs are exactly 0, as pad_packed_sequence leaves them
+        assert all(out[b, n:].abs().max() == 0 for b, n in enumerate(lengths.tolist()) if n < T)
     g_out, g_h = torch.randn_like(out), torch.randn_like(h_n)
     inputs = [x, h0, *rnn.parameters()]
     expected = _grads(ref_out, ref_h, g_out, g_h, inputs)
@@ -70,7 +74,14 @@ def test_gradcheck_in_double_precision_math():
     def f(*args):
         return GRULayerFunction.apply(*args, mask, torch.float64)
 
-    assert torch.autograd.gradcheck(f, (x, h0, w_ih, w_hh, b_ih, b_hh), eps=1e-6, atol=1e-5)
+    def f_prefix(*args):  # rows sorted by length: only the running prefix is computed
+        return GRULayerFunction.apply(*args, mask, torch.float64, [2, 1, 0])
+
+    inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(f_prefix, inputs, eps=1e-6, atol=1e-5)
+    for a, b in zip(f(*inputs), f_prefix(*inputs), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_bf16_autocast_runs_in_bf16_and_stays_close_to_fp32():

@@ -239,6 +239,14 @@ class LuongAttention(nn.Module):
 # Decoder
 
 
+def _prefix_lengths(keep: torch.Tensor) -> torch.Tensor | None:
+    """(B,) counts of kept positions when `keep` (B, T) keeps a prefix of every row, else None."""
+    lengths = keep.sum(dim=1)
+    positions = torch.arange(keep.size(1), device=keep.device)
+    prefix = positions.unsqueeze(0) < lengths.unsqueeze(1)
+    return lengths if torch.equal(prefix, keep) else None
+
+
 class Decoder(nn.Module):
     """Unidirectional GRU/LSTM, attention with its output as query, tanh(W_c[.;.]), W_o."""
 
@@ -265,10 +273,14 @@ class Decoder(nn.Module):
 
         With `keep` (B, T) bool, logits are (N, V) for the N kept positions only (in row-major
         order): training skips the output layers on padding, the costliest part of a step.
+        The returned state is then each row's state after its last kept position.
         """
         x = self.dropout(self.embedding(tokens))  # (B, T, H)
         if self.fused and tokens.size(1) > 1 and supports_fused(self.rnn, x):
-            rnn_out, state = fused_gru(self.rnn, x, state)  # (B, T, H)
+            # Kept positions that are a prefix of each row (a reply before its padding) are the
+            # only steps computed; the rest output 0 and are not read.
+            lengths = None if keep is None else _prefix_lengths(keep)
+            rnn_out, state = fused_gru(self.rnn, x, state, lengths)  # (B, T, H)
         else:
             rnn_out, state = self.rnn(x, state)  # (B, T, H)
         context, weights = self.attention(rnn_out, encoder_outputs, src_mask)  # (B, T, H)
