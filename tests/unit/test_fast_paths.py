@@ -204,3 +204,52 @@ def test_gc_paused_restores_the_collector() -> None:
         assert not gc.isenabled()  # it was off before: it stays off
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("max_norm", [1e6, 0.5])  # within bounds (grads untouched); clipped
+def test_clip_grad_norm_equals_torch(max_norm: float) -> None:
+    from dialoglab.models.dialogue_module import clip_grad_norm
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (5, 7, 3)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for p, twin in zip(params, twins, strict=True):
+        p.grad = torch.randn_like(p)
+        twin.grad = p.grad.clone()
+    params.append(torch.nn.Parameter(torch.randn(2)))  # no gradient: skipped by both
+    before = [p.grad.clone() for p in params[:3]]
+    total = clip_grad_norm(params, max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(twins, max_norm)
+    torch.testing.assert_close(total, expected)
+    for p, twin in zip(params[:3], twins, strict=True):
+        torch.testing.assert_close(p.grad, twin.grad)
+    assert params[3].grad is None
+    clipped = any(not torch.equal(p.grad, g) for p, g in zip(params[:3], before, strict=True))
+    assert clipped == (float(expected) > max_norm)
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e6])
+def test_fused_adam_gradients_are_clipped_without_a_grad_scaler(max_norm: float) -> None:
+    """DialogueModule.configure_gradient_clipping clips itself for fused optimizers (bf16-mixed
+    has no scaler; Lightning would refuse): to max_norm when above it, untouched below."""
+    import functools
+    from types import SimpleNamespace
+
+    from dialoglab.models.seq2seq import Seq2SeqModule
+
+    tok = WordTokenizer(min_count=1).fit(["hello there", "how are you", "fine thanks"])
+    torch.manual_seed(0)
+    module = Seq2SeqModule(tok, functools.partial(torch.optim.Adam, fused=True), hidden_size=16)
+    batch = synthetic_batch(len(tok), 3, 4, 4)
+    module.nll(batch).backward()
+    grads = [p.grad.clone() for p in module.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    optimizer = torch.optim.Adam(module.parameters(), fused=True)
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=None))
+    module.configure_gradient_clipping(optimizer, max_norm, "norm")
+    after = [p.grad for p in module.parameters() if p.grad is not None]
+    torch.testing.assert_close(
+        torch.nn.utils.get_total_norm(after), min(norm, torch.tensor(max_norm)), rtol=1e-4, atol=0
+    )
+    if max_norm > norm:
+        assert all(torch.equal(a, b) for a, b in zip(after, grads, strict=True))

@@ -18,6 +18,7 @@ import torch
 
 from dialoglab.bench.common import CORNELL_SLICE
 from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
+from dialoglab.models.dialogue_module import clip_grad_norm
 
 PAD, SOS, EOS = 0, 1, 2
 
@@ -105,7 +106,7 @@ def our_step(
     tokens = (batch["target"] != net.config.pad_id).sum().clamp(min=1)
     loss = nll / tokens
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+    clip_grad_norm(list(net.parameters()), clip)  # as DialogueModule.configure_gradient_clipping
     optimizer.step()
     return float(loss.detach())
 

@@ -28,6 +28,18 @@ _GLOBAL: dict[str, Any] = {"sync_dist": True, "reduce_fx": "max"}
 CHECKPOINT_VERSION = 1
 
 
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` (returns the total norm), except that CPU gradients are
+    left untouched when the norm is within `max_norm` (the check needs the norm on the host,
+    free on the CPU; torch rescales every gradient by a clamped factor of 1 instead)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads)
+    if not grads or (grads[0].device.type == "cpu" and float(total) <= max_norm):
+        return total
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
+
+
 @contextlib.contextmanager
 def eval_mode(module: torch.nn.Module) -> Iterator[None]:
     """Dropout off inside, the training mode back afterwards (also on error). A module already in
@@ -288,7 +300,7 @@ class DialogueModule(LightningModule):
             if str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) == "value":
                 torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
             else:
-                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+                clip_grad_norm(params, gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
