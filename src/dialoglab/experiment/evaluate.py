@@ -20,10 +20,11 @@ from dialoglab.models.quantize import quantize_model
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test metrics of `cfg.ckpt_path` on its own data (or `cfg.data` overrides), printed and saved."""
     restored = restore_model(cfg.ckpt_path)
-    run_cfg, model = (
-        restored.cfg,
-        quantize_model(restored.model, cfg.get("quantize", "none"), one_at_a_time=False),
-    )
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    # Weights are converted where they will run (int8 is CPU-only: a GPU trainer gets a clear
+    # `quantize` error, and `auto` stays fp32 there).
+    run_cfg, model = restored.cfg, restored.model.to(trainer.strategy.root_device)
+    model = quantize_model(model, cfg.get("quantize", "none"), one_at_a_time=False)
     model.decoding = DecodingConfig.from_any(cfg.get("decoding"))  # BLEU/distinct under it
     data_cfg = run_cfg.data
     if cfg.get("data"):
@@ -34,7 +35,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("test")
 
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     stage = cfg.get("split", "test")
     run = trainer.validate if stage == "val" else trainer.test
     run(model, datamodule=datamodule, verbose=False)
