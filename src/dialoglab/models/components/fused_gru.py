@@ -11,11 +11,11 @@ replays them one by one in backward. Here one autograd node covers a whole layer
             one (B, 3H) x (3H, H) matmul); the weight gradients and the input gradient are one
             big matmul each over all steps.
 
-Padding is handled the way a packed sequence is: where `mask` is False the state passes through
-unchanged and the output is 0. With lengths, `fused_gru` sorts the rows longest first (and
-restores their order after), so at each step the rows still running are a prefix and only they
-are computed (`active`): on Cornell-slice batches (~40 % padding) the fp32 step is ~1.1x faster
-than computing every row. The reverse direction is the same loop over the time-flipped input,
+Padding is handled the way a packed sequence is: with lengths, `fused_gru` sorts the rows
+longest first (and restores their order after), so at each step the rows still running are a
+prefix (`active`); only they take a step, and everything per token (input projections, gates,
+gradients) is held packed over the real tokens, so padding costs no matmul: on padded rows the
+state passes through unchanged and the output is 0. The reverse direction is the same loop over the time-flipped input,
 so it starts from each sequence's last real token exactly as packing does.
 
 Under CPU autocast (bf16-mixed) the whole layer runs in bf16: matmuls, gates and state, with
@@ -39,8 +39,34 @@ def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
+def _pack(x: torch.Tensor, active: list[int]) -> torch.Tensor:
+    """(T, B, F) time-major -> (N, F): the real rows of every step, step after step (the layout
+    of a PackedSequence's data; a view when no row is padding)."""
+    T, B = x.shape[:2]
+    if all(k == B for k in active):
+        return x.reshape(T * B, -1)
+    pieces = [x[t, :k] for t, k in enumerate(active) if k]
+    return torch.cat(pieces) if pieces else x.new_empty(0, x.size(2))
+
+
+def _unpack(packed: torch.Tensor, active: list[int], B: int) -> torch.Tensor:
+    """`_pack`'s inverse: (N, F) -> (T, B, F) with zeros on padding."""
+    T = len(active)
+    if all(k == B for k in active):
+        return packed.view(T, B, -1)
+    out = packed.new_zeros(T, B, packed.size(1))
+    offset = 0
+    for t, k in enumerate(active):
+        out[t, :k] = packed[offset : offset + k]
+        offset += k
+    return out
+
+
 class GRULayerFunction(torch.autograd.Function):
-    """One GRU layer, one direction, over (T, B, I) time-major input."""
+    """One GRU layer, one direction, over (T, B, I) time-major input whose rows are sorted by
+    length: at step t rows [:active[t]] are real tokens (they take a step), the rest padding (the
+    state passes through, the output is 0). Everything per token is held packed, (N, .) over the
+    N real tokens, so padding costs no matmul and no gate maths."""
 
     @staticmethod
     def forward(
@@ -51,11 +77,10 @@ class GRULayerFunction(torch.autograd.Function):
         w_hh: torch.Tensor,  # (3H, H)
         b_ih: torch.Tensor,  # (3H,)
         b_hh: torch.Tensor,  # (3H,)
-        mask: torch.Tensor | None,  # (T, B, 1) bool, True on real tokens; None: all real
+        active: list[int],  # T counts, non-increasing rows per step (B everywhere: no padding)
         compute_dtype: torch.dtype,
-        active: list[int] | None = None,  # per step: rows [:n] are real, the rest padding
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        T, B, I = x.shape  # noqa: E741 (I: input size, as in the docstring)
+        T, B = x.shape[:2]
         H = w_hh.size(1)
         cd = compute_dtype  # matmuls, gates and state: the weights' dtype, or autocast's bf16
         with torch.autocast("cpu", enabled=False):
@@ -64,91 +89,81 @@ class GRULayerFunction(torch.autograd.Function):
             b_gh = torch.cat([b_hh.new_zeros(2 * H), b_hh[2 * H :]]).to(cd)
             w_ih_t = w_ih.t().to(cd)  # (I, 3H)
             w_hh_t = w_hh.t().to(cd)  # (H, 3H), a transposed view when no cast is needed
-            gi = torch.addmm(b_gi, x.reshape(T * B, I).to(cd), w_ih_t).view(T, B, 3 * H)
-            # With `active`, padding rows are skipped: their gate buffers stay 0 (finite for backward).
-            new = x.new_empty if active is None else x.new_zeros
-            gh = new(T, B, 3 * H, dtype=cd)  # h W_hh^T + (0, 0, b_hn)
-            rz = new(T, B, 2 * H, dtype=cd)  # sigmoid gates r | z
-            n = new(T, B, H, dtype=cd)  # candidate state
+            x_p = _pack(x, active).to(cd)  # (N, I)
+            gi = torch.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
+            N = gi.size(0)
+            gh = x.new_empty(N, 3 * H, dtype=cd)  # h W_hh^T + (0, 0, b_hn)
+            rz = x.new_empty(N, 2 * H, dtype=cd)  # sigmoid gates r | z
+            n = x.new_empty(N, H, dtype=cd)  # candidate state
             hs = x.new_empty(T, B, H, dtype=cd)  # state after each step
             h = h0.to(cd)
-            for t in range(T):
-                k = B if active is None else active[t]  # rows [:k] take a step
+            offset = 0
+            for t, k in enumerate(active):
                 if k < B:
                     hs[t, k:] = h[k:]  # padding: the state passes through
-                if k > 0:
-                    torch.addmm(b_gh, h[:k], w_hh_t, out=gh[t, :k])
-                    torch.sigmoid(gi[t, :k, : 2 * H] + gh[t, :k, : 2 * H], out=rz[t, :k])
-                    r, z = rz[t, :k, :H], rz[t, :k, H:]
-                    pre_n = torch.addcmul(gi[t, :k, 2 * H :], r, gh[t, :k, 2 * H :])
-                    torch.tanh(pre_n, out=n[t, :k])
-                    if mask is None or active is not None:
-                        torch.lerp(n[t, :k], h[:k], z, out=hs[t, :k])  # n + z * (h - n)
-                    else:
-                        torch.where(mask[t], torch.lerp(n[t], h, z), h, out=hs[t])
+                if k:
+                    s = slice(offset, offset + k)
+                    torch.addmm(b_gh, h[:k], w_hh_t, out=gh[s])
+                    torch.sigmoid(gi[s, : 2 * H] + gh[s, : 2 * H], out=rz[s])
+                    r, z = rz[s, :H], rz[s, H:]
+                    torch.tanh(torch.addcmul(gi[s, 2 * H :], r, gh[s, 2 * H :]), out=n[s])
+                    torch.lerp(n[s], h[:k], z, out=hs[t, :k])  # n + z * (h - n)
+                    offset += k
                 h = hs[t]
-            outputs = hs if mask is None else hs * mask
+            outputs = hs
+            if N < T * B:  # padding outputs are 0
+                real = torch.arange(B, device=x.device) < x.new_tensor(active).unsqueeze(1)
+                outputs = hs * real.unsqueeze(-1)  # (T, B, H)
         if any(ctx.needs_input_grad):
-            ctx.save_for_backward(x, h0, w_ih, w_hh, rz, n, gh, hs, mask)
-            ctx.compute_dtype = compute_dtype
-            ctx.active = active
+            ctx.save_for_backward(x_p, h0, w_ih, w_hh, rz, n, gh, hs)
+            ctx.active, ctx.compute_dtype, ctx.x_dtype = active, compute_dtype, x.dtype
         return outputs, h.clone()
 
     @staticmethod
     def backward(ctx, d_outputs: torch.Tensor, d_h_n: torch.Tensor):
-        x, h0, w_ih, w_hh, rz, n, gh, hs, mask = ctx.saved_tensors
-        cd = ctx.compute_dtype
-        T, B, I = x.shape  # noqa: E741 (I: input size, as in the docstring)
-        H = w_hh.size(1)
+        x_p, h0, w_ih, w_hh, rz, n, gh, hs = ctx.saved_tensors
+        active, cd = ctx.active, ctx.compute_dtype
+        T, B, H = hs.shape
         with torch.autocast("cpu", enabled=False):
-            h_prev = torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]])  # (T, B, H)
-            r, z = rz[..., :H], rz[..., H:]
-            # Everything that does not depend on the incoming state gradient, for all steps.
+            h_prev = _pack(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
+            r, z = rz[:, :H], rz[:, H:]
+            # Everything that does not depend on the incoming state gradient, for all tokens.
             c_n = (1 - z) * (1 - n * n)  # dL/d(n pre-activation) = dh * c_n
             c_z = (h_prev - n) * z * (1 - z)  # dL/d(z pre-activation) = dh * c_z
-            c_r = gh[..., 2 * H :] * r * (1 - r)  # dL/d(r pre-activation) = dn_pre * c_r
-            keep = z  # dh flowing straight to the previous state
+            c_r = gh[:, 2 * H :] * r * (1 - r)  # dL/d(r pre-activation) = dn_pre * c_r
             d_out = d_outputs.to(cd)
-            if mask is not None:
-                m = mask.to(cd)
-                c_n, c_z, d_out = c_n * m, c_z * m, d_out * m
-                keep = z * m + (1 - m)
             w_hh_c = w_hh.to(cd)  # (3H, H)
-            active = ctx.active
-            new = x.new_empty if active is None else x.new_zeros  # padding rows' gradients: 0
-            d_gh = new(T, B, 3 * H, dtype=cd)  # dL/d(h W_hh^T + b_hh)
-            d_gi_n = new(T, B, H, dtype=cd)  # dL/d(gi_n)
-            dh = d_h_n.to(cd, copy=True)
+            d_gh = torch.empty_like(gh)  # dL/d(h W_hh^T + b_hh), (N, 3H)
+            d_gi_n = torch.empty_like(n)  # dL/d(gi_n), (N, H)
+            dh = d_h_n.to(cd, copy=True)  # (B, H); padding rows pass it through unchanged
+            offset = gh.size(0)
             for t in range(T - 1, -1, -1):
-                dh = dh + d_out[t]
-                k = B if active is None else active[t]  # rows [:k] took a step
-                if k == 0:
+                k = active[t]
+                if not k:
                     continue
-                dh_k = dh[:k]
-                dn_pre = torch.mul(dh_k, c_n[t, :k], out=d_gi_n[t, :k])
-                torch.mul(dn_pre, c_r[t, :k], out=d_gh[t, :k, :H])
-                torch.mul(dh_k, c_z[t, :k], out=d_gh[t, :k, H : 2 * H])
-                torch.mul(dn_pre, r[t, :k], out=d_gh[t, :k, 2 * H :])
-                stepped = torch.addmm(dh_k * keep[t, :k], d_gh[t, :k], w_hh_c)
-                if k == B:
-                    dh = stepped
-                else:
-                    dh[:k] = stepped
-            d_gi = torch.cat([d_gh[..., : 2 * H], d_gi_n], dim=-1).view(T * B, 3 * H)
-            d_gh2d = d_gh.view(T * B, 3 * H)
+                offset -= k
+                s = slice(offset, offset + k)
+                dh_k = dh[:k] + d_out[t, :k]
+                dn_pre = torch.mul(dh_k, c_n[s], out=d_gi_n[s])
+                torch.mul(dn_pre, c_r[s], out=d_gh[s, :H])
+                torch.mul(dh_k, c_z[s], out=d_gh[s, H : 2 * H])
+                torch.mul(dn_pre, r[s], out=d_gh[s, 2 * H :])
+                stepped = torch.addmm(dh_k * z[s], d_gh[s], w_hh_c)
+                dh = stepped if k == B else torch.cat([stepped, dh[k:]])
+            d_gi = torch.cat([d_gh[:, : 2 * H], d_gi_n], dim=1)  # (N, 3H)
             dx = dw_ih = dw_hh = db_ih = db_hh = None
             if ctx.needs_input_grad[0]:
-                dx = torch.mm(d_gi, w_ih.to(cd)).view(T, B, I).to(x.dtype)
+                dx = _unpack(torch.mm(d_gi, w_ih.to(cd)), active, B).to(ctx.x_dtype)
             if ctx.needs_input_grad[2]:
-                dw_ih = torch.mm(d_gi.t(), x.reshape(T * B, I).to(cd)).to(w_ih.dtype)
+                dw_ih = torch.mm(d_gi.t(), x_p).to(w_ih.dtype)
             if ctx.needs_input_grad[3]:
-                dw_hh = torch.mm(d_gh2d.t(), h_prev.view(T * B, H)).to(w_hh.dtype)
+                dw_hh = torch.mm(d_gh.t(), h_prev).to(w_hh.dtype)
             if ctx.needs_input_grad[4]:
                 db_ih = d_gi.sum(0, dtype=w_ih.dtype)
             if ctx.needs_input_grad[5]:
-                db_hh = d_gh2d.sum(0, dtype=w_hh.dtype)
+                db_hh = d_gh.sum(0, dtype=w_hh.dtype)
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None
 
 
 def supports_fused(rnn: nn.Module, x: torch.Tensor) -> bool:
@@ -182,15 +197,15 @@ def fused_gru(
     compute_dtype = _compute_dtype(rnn.weight_hh_l0)
     if h0 is None:
         h0 = x.new_zeros(L * D, B, H, dtype=rnn.weight_hh_l0.dtype)
-    mask = active = restore = None
+    active, restore = [B] * T, None  # rows that take a step at each time step
     if lengths is not None:
         # Rows sorted by length (longest first), as packing does: at each step the rows still
         # running are a prefix, and only they are computed.
         lengths, order = lengths.to(x.device).sort(descending=True, stable=True)
         positions = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
-        mask = (positions < lengths.unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+        running = (positions < lengths.unsqueeze(0)).sum(dim=1)  # (T,)
         in_order = (order[1:] > order[:-1]).all().view(1)
-        *active, in_order = torch.cat([mask.sum(dim=(1, 2)), in_order]).tolist()  # one sync
+        *active, in_order = torch.cat([running, in_order]).tolist()  # one host sync
         if not in_order:
             x, h0, restore = x.index_select(0, order), h0.index_select(1, order), order.argsort()
     layer_input = x.transpose(0, 1).contiguous()  # (T, B, I)
@@ -202,13 +217,11 @@ def fused_gru(
         for direction in range(D):
             suffix = f"_l{layer}" + ("_reverse" if direction else "")
             weights = [getattr(rnn, f"{name}{suffix}") for name in _PARAM_NAMES]
-            inputs, step_mask, step_active = layer_input, mask, active
+            inputs, step_active = layer_input, active
             if direction:  # reverse: run forward over the time-flipped sequence
-                inputs = layer_input.flip(0)
-                step_mask = mask.flip(0) if mask is not None else None
-                step_active = active[::-1] if active is not None else None
+                inputs, step_active = layer_input.flip(0), active[::-1]
             out, h_n = GRULayerFunction.apply(
-                inputs, h0[layer * D + direction], *weights, step_mask, compute_dtype, step_active
+                inputs, h0[layer * D + direction], *weights, step_active, compute_dtype
             )
             outputs.append(out.flip(0) if direction else out)
             finals.append(h_n)
