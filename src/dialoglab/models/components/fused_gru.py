@@ -87,8 +87,8 @@ class GRULayerFunction(torch.autograd.Function):
             # b_hh's r and z parts are folded into gi; its n part stays inside r * (W_hn h + b_hn).
             b_gi = (b_ih + torch.cat([b_hh[: 2 * H], b_hh.new_zeros(H)])).to(cd)
             b_gh = torch.cat([b_hh.new_zeros(2 * H), b_hh[2 * H :]]).to(cd)
-            w_ih_t = w_ih.t().to(cd)  # (I, 3H)
-            w_hh_t = w_hh.t().to(cd)  # (H, 3H), a transposed view when no cast is needed
+            w_ih_c, w_hh_c = w_ih.to(cd), w_hh.to(cd)  # cast once (kept for backward), or as is
+            w_ih_t, w_hh_t = w_ih_c.t(), w_hh_c.t()  # (I, 3H), (H, 3H): transposed views
             x_p = _pack(x, active).to(cd)  # (N, I)
             gi = torch.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
             N = gi.size(0)
@@ -115,14 +115,15 @@ class GRULayerFunction(torch.autograd.Function):
                 real = torch.arange(B, device=x.device) < x.new_tensor(active).unsqueeze(1)
                 outputs = hs * real.unsqueeze(-1)  # (T, B, H)
         if any(ctx.needs_input_grad):
-            ctx.save_for_backward(x_p, h0, w_ih, w_hh, rz, n, gh, hs)
+            ctx.save_for_backward(x_p, h0, w_ih_c, w_hh_c, rz, n, gh, hs)
             ctx.active, ctx.compute_dtype, ctx.x_dtype = active, compute_dtype, x.dtype
+            ctx.w_dtype = w_ih.dtype
         return outputs, h.clone()
 
     @staticmethod
     def backward(ctx, d_outputs: torch.Tensor, d_h_n: torch.Tensor):
-        x_p, h0, w_ih, w_hh, rz, n, gh, hs = ctx.saved_tensors
-        active, cd = ctx.active, ctx.compute_dtype
+        x_p, h0, w_ih_c, w_hh_c, rz, n, gh, hs = ctx.saved_tensors  # weights in compute dtype
+        active, cd, wd = ctx.active, ctx.compute_dtype, ctx.w_dtype
         T, B, H = hs.shape
         with torch.autocast("cpu", enabled=False):
             h_prev = _pack(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
@@ -132,7 +133,6 @@ class GRULayerFunction(torch.autograd.Function):
             c_z = (h_prev - n) * z * (1 - z)  # dL/d(z pre-activation) = dh * c_z
             c_r = gh[:, 2 * H :] * r * (1 - r)  # dL/d(r pre-activation) = dn_pre * c_r
             d_out = d_outputs.to(cd)
-            w_hh_c = w_hh.to(cd)  # (3H, H)
             d_gh = torch.empty_like(gh)  # dL/d(h W_hh^T + b_hh), (N, 3H)
             d_gi_n = torch.empty_like(n)  # dL/d(gi_n), (N, H)
             dh = d_h_n.to(cd, copy=True)  # (B, H); padding rows pass it through unchanged
@@ -153,15 +153,15 @@ class GRULayerFunction(torch.autograd.Function):
             d_gi = torch.cat([d_gh[:, : 2 * H], d_gi_n], dim=1)  # (N, 3H)
             dx = dw_ih = dw_hh = db_ih = db_hh = None
             if ctx.needs_input_grad[0]:
-                dx = _unpack(torch.mm(d_gi, w_ih.to(cd)), active, B).to(ctx.x_dtype)
+                dx = _unpack(torch.mm(d_gi, w_ih_c), active, B).to(ctx.x_dtype)
             if ctx.needs_input_grad[2]:
-                dw_ih = torch.mm(d_gi.t(), x_p).to(w_ih.dtype)
+                dw_ih = torch.mm(d_gi.t(), x_p).to(wd)
             if ctx.needs_input_grad[3]:
-                dw_hh = torch.mm(d_gh.t(), h_prev).to(w_hh.dtype)
+                dw_hh = torch.mm(d_gh.t(), h_prev).to(wd)
             if ctx.needs_input_grad[4]:
-                db_ih = d_gi.sum(0, dtype=w_ih.dtype)
+                db_ih = d_gi.sum(0, dtype=wd)
             if ctx.needs_input_grad[5]:
-                db_hh = d_gh.sum(0, dtype=w_hh.dtype)
+                db_hh = d_gh.sum(0, dtype=wd)
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None
 
