@@ -123,8 +123,12 @@ def time_interleaved(
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for round_ in range(repeats):
+        # A B C, then C B A, ...: no contender always goes first (in an A/B of two equal-cost
+        # steps, the one listed first read ~5 % slower with a fixed order).
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            fn = fns[name]
             for _ in range(settle):
                 fn()
             start = time.perf_counter()

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from dialoglab.models.components.dropout import dropout
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -212,7 +213,7 @@ def fused_gru(
     finals = []
     for layer in range(L):
         if layer > 0 and rnn.dropout > 0 and rnn.training:
-            layer_input = F.dropout(layer_input, rnn.dropout, training=True)
+            layer_input = dropout(layer_input, rnn.dropout)
         outputs = []
         for direction in range(D):
             suffix = f"_l{layer}" + ("_reverse" if direction else "")

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dialoglab.errors import CheckpointError, ConfigError
+from dialoglab.models.components.dropout import Dropout
 from dialoglab.models.components.fused_gru import fused_gru, supports_fused
 
 # A GRU state is h (L, B, H); an LSTM state is the pair (h, c), both (L, B, H).
@@ -144,7 +145,7 @@ class Encoder(nn.Module):
         self.hidden_size = config.hidden_size
         self.n_layers = config.encoder_n_layers
         self.embedding = embedding  # shared with the decoder (the same module, the same weight)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)  # nn.Dropout with a cheaper CPU mask
         self.rnn = _make_rnn(config, config.encoder_n_layers, bidirectional=True)
         self.fused = True  # CPU GRU through fused_gru (see models/components/fused_gru.py)
 
@@ -254,7 +255,7 @@ class Decoder(nn.Module):
         super().__init__()
         H, V = config.hidden_size, config.vocab_size
         self.embedding = embedding  # shared with the encoder
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)  # nn.Dropout with a cheaper CPU mask
         self.rnn = _make_rnn(config, config.decoder_n_layers, bidirectional=False)
         self.fused = True  # CPU GRU through fused_gru for multi-step calls (teacher forcing)
         self.attention = LuongAttention(config.attention, H)
