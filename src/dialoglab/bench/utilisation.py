@@ -107,6 +107,20 @@ def loss_curves(size: GRUSize, steps: int, quick: bool) -> dict[str, float]:
     return result
 
 
+def _nn_gru_rows(times: dict[str, float], key: str, label: str) -> list[Figure]:
+    """The step with nn.GRU layers (`model.fused_rnn=false`) and the fused GRU's speed-up."""
+    plain = times[f"{key}_nn_gru"]
+    return [
+        Figure(
+            f"gru_attn step {label} with nn.GRU layers",
+            round(plain * 1e3, 1),
+            "ms",
+            note="model.fused_rnn=false",
+        ),
+        Figure(f"fused GRU speed-up ({key} step)", round(plain / times[key], 2), "x"),
+    ]
+
+
 def run(quick: bool = False) -> list[Figure]:
     size = GRUSize.for_run(quick)
     threads = torch.get_num_threads()
@@ -134,27 +148,9 @@ def run(quick: bool = False) -> list[Figure]:
             "%",
             target=(">=", 75.0),
         ),
-        Figure(
-            "gru_attn step fp32 with nn.GRU layers",
-            round(times["fp32_nn_gru"] * 1e3, 1),
-            "ms",
-            note="model.fused_rnn=false",
-        ),
-        Figure(
-            "fused GRU speed-up (fp32 step)", round(times["fp32_nn_gru"] / times["fp32"], 2), "x"
-        ),
+        *_nn_gru_rows(times, "fp32", "fp32"),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
-        Figure(
-            "gru_attn step bf16-autocast with nn.GRU layers",
-            round(times["bf16_nn_gru"] * 1e3, 1),
-            "ms",
-            note="model.fused_rnn=false",
-        ),
-        Figure(
-            "fused GRU speed-up (bf16 step)",
-            round(times["bf16_nn_gru"] / times["bf16"], 2),
-            "x",
-        ),
+        *_nn_gru_rows(times, "bf16", "bf16-autocast"),
         Figure(
             "gru_attn step bf16 / bf16 peak",
             round(100 * achieved16 / peak16, 1),
