@@ -165,24 +165,27 @@ def test_seeded_sampling_replies_are_reproducible(bot: Chatbot) -> None:
     assert len(replies) == 1
 
 
+def _evaluate_with(make_cfg, ckpt: Path, out: Path, override: str) -> tuple[dict, dict]:
+    """eval.py on one test batch with one more override -> (metrics, the saved metrics.json)."""
+    cfg = make_cfg(
+        "eval",
+        [f"ckpt_path={ckpt}", "trainer.limit_test_batches=1", override],
+        output_dir=out,
+    )
+    metrics = evaluate(cfg)
+    return metrics, json.loads((out / "metrics.json").read_text())
+
+
 def test_eval_reports_bleu_and_distinct_under_a_decoding(
     make_cfg, chat_checkpoint: Path, tmp_path: Path
 ) -> None:
     results = {}
     for decoding in ("greedy", "beam"):
-        cfg = make_cfg(
-            "eval",
-            [
-                f"ckpt_path={chat_checkpoint}",
-                "trainer.limit_test_batches=1",
-                f"decoding={decoding}",
-            ],
-            output_dir=tmp_path / decoding,
+        metrics, saved = _evaluate_with(
+            make_cfg, chat_checkpoint, tmp_path / decoding, f"decoding={decoding}"
         )
-        metrics = evaluate(cfg)
         for name in ("test/bleu", "test/distinct_1", "test/distinct_2", "test/ppl"):
             assert name in metrics
-        saved = json.loads((tmp_path / decoding / "metrics.json").read_text())
         assert saved["decoding"]["strategy"] == decoding
         results[decoding] = (metrics, [s["reply"] for s in saved["samples"]])
     # Likelihood does not depend on decoding; the generated replies do.
@@ -203,17 +206,10 @@ def test_from_checkpoint_with_quantized_weights(chat_checkpoint: Path, quantize:
 def test_eval_with_int8_weights(make_cfg, chat_checkpoint: Path, tmp_path: Path) -> None:
     ppl = {}
     for quantize in ("none", "int8"):
-        cfg = make_cfg(
-            "eval",
-            [
-                f"ckpt_path={chat_checkpoint}",
-                "trainer.limit_test_batches=1",
-                f"quantize={quantize}",
-            ],
-            output_dir=tmp_path / quantize,
+        metrics, saved = _evaluate_with(
+            make_cfg, chat_checkpoint, tmp_path / quantize, f"quantize={quantize}"
         )
-        ppl[quantize] = evaluate(cfg)["test/ppl"]
-        saved = json.loads((tmp_path / quantize / "metrics.json").read_text())
+        ppl[quantize] = metrics["test/ppl"]
         assert saved["quantize"] == quantize
     assert ppl["int8"] == pytest.approx(ppl["none"], rel=0.05)
 

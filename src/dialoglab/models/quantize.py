@@ -17,7 +17,7 @@
   are Hugging Face `Conv1D` layers, not `nn.Linear`: they are first replaced by equal Linear
   layers so that they are quantized too (the embedding stays fp32; the output layer, tied to it
   in training, gets its own int8 copy). A 20-token GPT-2 scratch (4 x 256) reply takes p50
-  ~43 vs ~67 ms in fp32, where `generate`'s per-token Python is a larger share.
+  41-48 vs 64-76 ms in fp32 (same command), where `generate`'s per-token Python is a larger share.
 - `bf16`: the weights are cast to bfloat16 (half the memory and traffic: greedy p50 29-35 ms at
   batch 1 here, between fp32 and int8; same command). Decoding runs in bf16 and scores the logits in fp32.
 - `auto`: `int8` on the CPU (when quantized kernels run here), `none` on GPUs. The default of
@@ -43,6 +43,7 @@ from dialoglab.errors import ConfigError
 
 QUANTIZE_CHOICES = ("auto", "none", "int8", "bf16")
 KEY = "quantize"
+FAMILIES = ("seq2seq", "causal_lm")  # the models whose `.net` can be converted
 
 
 def resolve_quantize(value: Any, family: str, device: str | torch.device = "cpu") -> str:
@@ -56,8 +57,7 @@ def resolve_quantize(value: Any, family: str, device: str | torch.device = "cpu"
     mode = mode.strip().lower()
     on_cpu = torch.device(device).type == "cpu"
     if mode == "auto":
-        chat_family = family in ("seq2seq", "causal_lm")
-        return "int8" if chat_family and on_cpu and int8_available() else "none"
+        return "int8" if family in FAMILIES and on_cpu and int8_available() else "none"
     if mode == "int8" and not on_cpu:
         raise ConfigError(
             f"{KEY}=int8 runs on the CPU only (dynamic quantization has no {torch.device(device).type} "
@@ -149,7 +149,7 @@ def quantize_model(model: Any, quantize: Any = "none", one_at_a_time: bool = Tru
                 f"{KEY}={mode}: {type(model).__name__} has no `.net` network to convert; "
                 f"use {KEY}=none"
             )
-        if family not in ("seq2seq", "causal_lm"):
+        if family not in FAMILIES:
             raise ConfigError(f"{KEY}={mode} is for gru_attn and GPT-2 models, not {family!r}")
         if mode == "int8":
             model.net = _int8(model.net, family)

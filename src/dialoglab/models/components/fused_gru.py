@@ -15,8 +15,8 @@ Padding is handled the way a packed sequence is: with lengths, `fused_gru` sorts
 longest first (and restores their order after), so at each step the rows still running are a
 prefix (`active`); only they take a step, and everything per token (input projections, gates,
 gradients) is held packed over the real tokens, so padding costs no matmul: on padded rows the
-state passes through unchanged and the output is 0. The reverse direction is the same loop over the time-flipped input,
-so it starts from each sequence's last real token exactly as packing does.
+state passes through unchanged and the output is 0. The reverse direction is the same loop over
+the time-flipped input, so it starts from each sequence's last real token exactly as packing does.
 
 Under CPU autocast (bf16-mixed) the whole layer runs in bf16: matmuls, gates and state, with
 the weights cast once per call; the weight and bias gradients come back in fp32 (one bf16
@@ -113,7 +113,8 @@ class GRULayerFunction(torch.autograd.Function):
                 h = hs[t]
             outputs = hs
             if N < T * B:  # padding outputs are 0
-                real = torch.arange(B, device=x.device) < x.new_tensor(active).unsqueeze(1)
+                running = torch.tensor(active, device=x.device).unsqueeze(1)  # (T, 1)
+                real = torch.arange(B, device=x.device) < running  # (T, B)
                 outputs = hs * real.unsqueeze(-1)  # (T, B, H)
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(x_p, h0, w_ih_c, w_hh_c, rz, n, gh, hs)
