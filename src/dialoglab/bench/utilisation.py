@@ -107,6 +107,26 @@ def loss_curves(size: GRUSize, steps: int, quick: bool) -> dict[str, float]:
     return result
 
 
+def dropout_timing(quick: bool) -> dict[str, float]:
+    """Median seconds of forward + backward dropout (p=0.1) on a (T, B, 2H) bf16 activation, as
+    between the encoder's layers: `F.dropout` vs `models/components/dropout.py`."""
+    from torch.nn import functional as F
+
+    from dialoglab.models.components.dropout import dropout
+
+    x = torch.randn(10, 64, 50 if quick else 1000, dtype=torch.bfloat16, requires_grad=True)
+    grad = torch.randn_like(x)
+    times = time_interleaved(
+        {
+            "F.dropout": lambda: F.dropout(x, 0.1, training=True).backward(grad),
+            "ours": lambda: dropout(x, 0.1).backward(grad),
+        },
+        repeats=5 if quick else 30,
+        warmup=2,
+    )
+    return {name: median(ts) for name, ts in times.items()}
+
+
 def _nn_gru_rows(times: dict[str, float], key: str, label: str) -> list[Figure]:
     """The step with nn.GRU layers (`model.fused_rnn=false`) and the fused GRU's speed-up."""
     plain = times[f"{key}_nn_gru"]
@@ -130,6 +150,7 @@ def run(quick: bool = False) -> list[Figure]:
     flops = count_flops_per_step(size.config(), size.batch, size.length, size.length)
     achieved32 = flops / times["fp32"] / 1e9
     achieved16 = flops / times["bf16"] / 1e9
+    drop = dropout_timing(quick)
     steps = 10 if quick else 200
     curves = loss_curves(size, steps, quick)
     rel = abs(curves["bf16_val_loss"] - curves["fp32_val_loss"]) / curves["fp32_val_loss"]
@@ -151,6 +172,18 @@ def run(quick: bool = False) -> list[Figure]:
         *_nn_gru_rows(times, "fp32", "fp32"),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
+        Figure(
+            "dropout fwd+bwd, F.dropout",
+            round(drop["F.dropout"] * 1e3, 2),
+            "ms",
+            note="p=0.1, (10, 64, 1000) bf16",
+        ),
+        Figure(
+            "dropout fwd+bwd, models/components/dropout.py",
+            round(drop["ours"] * 1e3, 2),
+            "ms",
+            note="16 random bits per element, 64 at a time",
+        ),
         Figure(
             "gru_attn step bf16 / bf16 peak",
             round(100 * achieved16 / peak16, 1),
