@@ -212,7 +212,10 @@ def apply_thread_setting() -> None:
 
 
 def _child(target: str, kwargs_json: str) -> None:
+    from dialoglab.experiment.cpu_heap import keep_freed_memory
+
     apply_thread_setting()
+    keep_freed_memory()  # as `python train.py` runs (conf/train.yaml keep_freed_memory: true)
     module_name, _, func_name = target.partition(":")
     module = importlib.import_module(module_name)
     gc.collect()

@@ -3,7 +3,10 @@
 The step's FLOPs are counted analytically (`count_flops_per_step`: matmuls only, forward +
 backward = 3 x forward) for a full-length batch (hidden 500, 2+2 layers, batch 64, vocab 8000,
 source and target length 10). Peak is the best of square matmuls of a few sizes, measured in this
-same process right before the step, so both see the same machine load.
+same process before and after the step timings, so both see the same machine load. In fp32 it
+is measured twice, through torch.mm (MKL's sgemm, the issue's "plain PyTorch loop") and through
+oneDNN (which the step's fused GRU and output layers use, models/components/onednn.py); the
+target row divides by the higher of the two.
 
 Then the loss-curve check of `bf16-mixed`: 200 steps from the same initial weights over the same
 Cornell-slice batches at fp32 and under bf16 autocast; the validation losses after those steps
@@ -13,6 +16,7 @@ must agree within 2 %.
 from __future__ import annotations
 
 import copy
+import resource
 import time
 
 import torch
@@ -27,30 +31,60 @@ from dialoglab.bench.workloads import (
     synthetic_batch,
     take_batches,
 )
+from dialoglab.models.components import onednn
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per_step
 
 
-def matmul_gflops(dtype: torch.dtype, n: int, repeats: int) -> float:
-    """Best GFLOP/s of an (n x n) @ (n x n) matmul into a preallocated output."""
+def matmul_gflops(dtype: torch.dtype, n: int, repeats: int, library: str = "torch.mm") -> float:
+    """Best GFLOP/s of an (n x n) @ (n x n) matmul through torch.mm (into a preallocated
+    output) or through oneDNN (`library="oneDNN"`, fp32)."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(dtype)
     b = torch.randn(n, n, generator=g).to(dtype)
     out = torch.empty(n, n, dtype=dtype)
-    torch.mm(a, b, out=out)  # warm-up: thread pool, kernel choice, page faults
+
+    def product() -> torch.Tensor:
+        return onednn.mm(a, b) if library == "oneDNN" else torch.mm(a, b, out=out)
+
+    product()  # warm-up: thread pool, kernel choice, page faults
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.mm(a, b, out=out)
+        product()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
 
 
-def matmul_peak(dtype: torch.dtype, quick: bool) -> tuple[float, int]:
+def matmul_peak(dtype: torch.dtype, quick: bool, library: str = "torch.mm") -> tuple[float, int]:
     """(best GFLOP/s, at size n) over a few sizes."""
     sizes = (256, 512) if quick else (1024, 2048, 3072)
-    results = {n: matmul_gflops(dtype, n, repeats=3 if quick else 6) for n in sizes}
+    results = {n: matmul_gflops(dtype, n, 3 if quick else 6, library) for n in sizes}
     n = max(results, key=results.__getitem__)
     return results[n], n
+
+
+def peaks(quick: bool) -> dict[str, tuple[float, int]]:
+    """(GFLOP/s, n) of the fp32 peak through torch.mm and oneDNN (when the build has it), and
+    the bf16 peak (torch.mm, which is oneDNN's matmul for bf16)."""
+    found = {"fp32 torch.mm": matmul_peak(torch.float32, quick)}
+    if onednn.ENABLED:
+        found["fp32 oneDNN"] = matmul_peak(torch.float32, quick, "oneDNN")
+    found["bf16"] = matmul_peak(torch.bfloat16, quick)
+    return found
+
+
+def page_faults_per_step(size: GRUSize, steps: int) -> float:
+    """Minor page faults per fp32 training step, after two warm-up steps."""
+    set_seed(0)
+    net = GRUAttnSeq2Seq(size.config()).train()
+    batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
+    optimizer = make_optimizer(net)
+    for _ in range(2):
+        our_step(net, optimizer, batch)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(steps):
+        our_step(net, optimizer, batch)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
 
 
 def step_timing(size: GRUSize, quick: bool) -> dict[str, float]:
@@ -144,9 +178,14 @@ def _nn_gru_rows(times: dict[str, float], key: str, label: str) -> list[Figure]:
 def run(quick: bool = False) -> list[Figure]:
     size = GRUSize.for_run(quick)
     threads = torch.get_num_threads()
-    peak32, n32 = matmul_peak(torch.float32, quick)
-    peak16, n16 = matmul_peak(torch.bfloat16, quick)
+    before = peaks(quick)
     times = step_timing(size, quick)
+    found = {name: max(value, peaks(quick)[name]) for name, value in before.items()}  # best of 2
+    faults = page_faults_per_step(size, 2 if quick else 5)
+    fp32_peaks = {name: found[name] for name in found if name.startswith("fp32")}
+    peak32 = max(value for value, _ in fp32_peaks.values())
+    mm32 = found["fp32 torch.mm"][0]
+    peak16, n16 = found["bf16"]
     flops = count_flops_per_step(size.config(), size.batch, size.length, size.length)
     achieved32 = flops / times["fp32"] / 1e9
     achieved16 = flops / times["bf16"] / 1e9
@@ -159,7 +198,15 @@ def run(quick: bool = False) -> list[Figure]:
         f"V={size.vocab}, S=T={size.length}; {flops / 1e9:.1f} GFLOP/step"
     )
     return [
-        Figure("fp32 matmul peak", round(peak32, 1), "GFLOP/s", note=f"n={n32}, {threads} threads"),
+        *(
+            Figure(
+                f"fp32 matmul peak, {name.split()[1]}",
+                round(value, 1),
+                "GFLOP/s",
+                note=f"n={n}, {threads} threads",
+            )
+            for name, (value, n) in fp32_peaks.items()
+        ),
         Figure("bf16 matmul peak", round(peak16, 1), "GFLOP/s", note=f"n={n16}, {threads} threads"),
         Figure("gru_attn step fp32", round(times["fp32"] * 1e3, 1), "ms", note=workload),
         Figure("gru_attn step fp32 achieved", round(achieved32, 1), "GFLOP/s"),
@@ -168,6 +215,14 @@ def run(quick: bool = False) -> list[Figure]:
             round(100 * achieved32 / peak32, 1),
             "%",
             target=(">=", 75.0),
+            note="the higher of the torch.mm and oneDNN peaks",
+        ),
+        Figure("gru_attn step fp32 / torch.mm peak", round(100 * achieved32 / mm32, 1), "%"),
+        Figure(
+            "page faults per fp32 step",
+            round(faults),
+            "",
+            note="with experiment/cpu_heap.py keep_freed_memory, as train.py runs",
         ),
         *_nn_gru_rows(times, "fp32", "fp32"),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
+from dialoglab.experiment.cpu_heap import keep_freed_memory
 from dialoglab.experiment.distributed import distributed_run
 from dialoglab.experiment.loggers import instantiate_callbacks, instantiate_loggers, log_run_config
 from dialoglab.experiment.resume import (
@@ -62,6 +63,7 @@ def persona_samples(
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics (floats)."""
     start = time.perf_counter()
+    keep_freed_memory(bool(cfg.get("keep_freed_memory", True)))  # no page faults per step
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     plan = prepare_resume(cfg)  # ckpt_path / resume=auto (may continue an old run in its dir)

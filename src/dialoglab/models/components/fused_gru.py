@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dialoglab.models.components import onednn
 from dialoglab.models.components.dropout import dropout
 
 
@@ -91,9 +92,9 @@ class GRULayerFunction(torch.autograd.Function):
             w_ih_c, w_hh_c = w_ih.to(cd), w_hh.to(cd)  # cast once (kept for backward), or as is
             w_ih_t, w_hh_t = w_ih_c.t(), w_hh_c.t()  # (I, 3H), (H, 3H): transposed views
             x_p = _pack(x, active).to(cd)  # (N, I)
-            gi = torch.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
+            gi = onednn.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
             N = gi.size(0)
-            gh = x.new_empty(N, 3 * H, dtype=cd)  # h W_hh^T + (0, 0, b_hn)
+            gh_steps = []  # per step h W_hh^T + (0, 0, b_hn), (k, 3H)
             rz = x.new_empty(N, 2 * H, dtype=cd)  # sigmoid gates r | z
             n = x.new_empty(N, H, dtype=cd)  # candidate state
             hs = x.new_empty(T, B, H, dtype=cd)  # state after each step
@@ -104,13 +105,15 @@ class GRULayerFunction(torch.autograd.Function):
                     hs[t, k:] = h[k:]  # padding: the state passes through
                 if k:
                     s = slice(offset, offset + k)
-                    torch.addmm(b_gh, h[:k], w_hh_t, out=gh[s])
-                    torch.sigmoid(gi[s, : 2 * H] + gh[s, : 2 * H], out=rz[s])
+                    gh_t = onednn.addmm(b_gh, h[:k], w_hh_t)  # (k, 3H)
+                    gh_steps.append(gh_t)
+                    torch.sigmoid(gi[s, : 2 * H] + gh_t[:, : 2 * H], out=rz[s])
                     r, z = rz[s, :H], rz[s, H:]
-                    torch.tanh(torch.addcmul(gi[s, 2 * H :], r, gh[s, 2 * H :]), out=n[s])
+                    torch.tanh(torch.addcmul(gi[s, 2 * H :], r, gh_t[:, 2 * H :]), out=n[s])
                     torch.lerp(n[s], h[:k], z, out=hs[t, :k])  # n + z * (h - n)
                     offset += k
                 h = hs[t]
+            gh = torch.cat(gh_steps) if gh_steps else gi.new_empty(0, 3 * H)  # (N, 3H)
             outputs = hs
             if N < T * B:  # padding outputs are 0
                 running = torch.tensor(active, device=x.device).unsqueeze(1)  # (T, 1)
@@ -130,32 +133,35 @@ class GRULayerFunction(torch.autograd.Function):
         with torch.autocast("cpu", enabled=False):
             h_prev = _pack(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
             r, z = rz[:, :H], rz[:, H:]
-            # Everything that does not depend on the incoming state gradient, for all tokens.
-            c_n = (1 - z) * (1 - n * n)  # dL/d(n pre-activation) = dh * c_n
-            c_z = (h_prev - n) * z * (1 - z)  # dL/d(z pre-activation) = dh * c_z
-            c_r = gh[:, 2 * H :] * r * (1 - r)  # dL/d(r pre-activation) = dn_pre * c_r
+            N = gh.size(0)
+            # Everything that does not depend on the incoming state gradient dh, for all tokens:
+            # dL/d(n pre-activation) = dh * c_n, dL/d(z pre-act.) = dh * c_z, and through
+            # n = tanh(gi_n + r * gh_n): dL/d(r pre-act.) = dh * c_n * gh_n * r (1 - r) and
+            # dL/d(gh_n) = dh * c_n * r. So dL/d(gh) = dh * c_gh, one product per step.
+            c_n = (1 - z) * (1 - n * n)  # (N, H)
+            c_gh = gh.new_empty(N, 3, H)  # r | z | n parts
+            torch.mul(c_n, gh[:, 2 * H :] * r * (1 - r), out=c_gh[:, 0])
+            torch.mul((h_prev - n) * z, 1 - z, out=c_gh[:, 1])
+            torch.mul(c_n, r, out=c_gh[:, 2])
             d_out = d_outputs.to(cd)
             d_gh = torch.empty_like(gh)  # dL/d(h W_hh^T + b_hh), (N, 3H)
-            d_gi_n = torch.empty_like(n)  # dL/d(gi_n), (N, H)
+            d_h = torch.empty_like(n)  # dL/dh at each step's output, (N, H)
             dh = d_h_n.to(cd, copy=True)  # (B, H); padding rows pass it through unchanged
-            offset = gh.size(0)
+            offset = N
             for t in range(T - 1, -1, -1):
                 k = active[t]
                 if not k:
                     continue
                 offset -= k
                 s = slice(offset, offset + k)
-                dh_k = dh[:k] + d_out[t, :k]
-                dn_pre = torch.mul(dh_k, c_n[s], out=d_gi_n[s])
-                torch.mul(dn_pre, c_r[s], out=d_gh[s, :H])
-                torch.mul(dh_k, c_z[s], out=d_gh[s, H : 2 * H])
-                torch.mul(dn_pre, r[s], out=d_gh[s, 2 * H :])
-                stepped = torch.addmm(dh_k * z[s], d_gh[s], w_hh_c)
+                dh_k = torch.add(dh[:k], d_out[t, :k], out=d_h[s])  # (k, H)
+                torch.mul(dh_k.unsqueeze(1), c_gh[s], out=d_gh[s].view(k, 3, H))
+                stepped = torch.addcmul(onednn.mm(d_gh[s], w_hh_c), dh_k, z[s])
                 dh = stepped if k == B else torch.cat([stepped, dh[k:]])
-            d_gi = torch.cat([d_gh[:, : 2 * H], d_gi_n], dim=1)  # (N, 3H)
+            d_gi = torch.cat([d_gh[:, : 2 * H], d_h * c_n], dim=1)  # (N, 3H)
             dx = dw_ih = dw_hh = db_ih = db_hh = None
             if ctx.needs_input_grad[0]:
-                dx = _unpack(torch.mm(d_gi, w_ih_c), active, B).to(ctx.x_dtype)
+                dx = _unpack(onednn.mm(d_gi, w_ih_c), active, B).to(ctx.x_dtype)
             if ctx.needs_input_grad[2]:
                 dw_ih = torch.mm(d_gi.t(), x_p).to(wd)
             if ctx.needs_input_grad[3]:

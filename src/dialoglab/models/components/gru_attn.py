@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from dialoglab.errors import CheckpointError, ConfigError
 from dialoglab.models.components.dropout import Dropout
 from dialoglab.models.components.fused_gru import fused_gru, supports_fused
+from dialoglab.models.components.onednn import linear
 
 # A GRU state is h (L, B, H); an LSTM state is the pair (h, c), both (L, B, H).
 State: TypeAlias = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -288,8 +289,8 @@ class Decoder(nn.Module):
         combined = torch.cat([rnn_out, context], dim=-1)  # (B, T, 2H)
         if keep is not None:
             combined = combined[keep]  # (N, 2H)
-        concat = torch.tanh(self.W_c(combined))  # (B, T, H) or (N, H)
-        logits = self.W_o(concat)  # (B, T, V) or (N, V)
+        concat = torch.tanh(linear(combined, self.W_c))  # (B, T, H) or (N, H)
+        logits = linear(concat, self.W_o)  # (B, T, V) or (N, V)
         return logits, state, weights
 
 

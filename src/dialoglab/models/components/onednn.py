@@ -1,0 +1,100 @@
+"""fp32 matrix multiplies through oneDNN on the CPU: torch.mm's products, faster on this machine.
+
+On the CPU, `torch.mm`, `addmm` and `F.linear` in fp32 call MKL's sgemm. oneDNN's matmul (what
+torch already uses for bf16) runs the gru_attn step's shapes faster on the AMD EPYC cores we
+train on: `python -m dialoglab.bench --only utilisation` times both (rows "fp32 matmul peak,
+torch.mm" and "..., oneDNN"). torch reaches oneDNN's fp32 matmul through
+`torch.ops.mkldnn._linear_pointwise` (x @ w^T + b, no autograd of its own), so it is called only
+inside autograd Functions: `GRULayerFunction` and `linear` below, each with its own backward.
+
+oneDNN is used when the left operand is row-major (for a transposed one, as in weight gradients
+dY^T X, MKL is as fast or faster); everything else (no oneDNN in the build, other dtypes or
+devices, `DIALOGLAB_ONEDNN=0` in the environment) goes to torch's own ops. Results equal
+torch.mm's to float rounding (tests/unit/test_onednn.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+def _op_available() -> bool:
+    """True when this torch build has oneDNN and its fp32 linear op, and it is not turned off."""
+    if os.environ.get("DIALOGLAB_ONEDNN", "1") == "0":
+        return False
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+ENABLED = _op_available()
+
+
+def _usable(a: torch.Tensor, w_t: torch.Tensor) -> bool:
+    """oneDNN takes a @ w_t^T for fp32 CPU tensors, a row-major, w_t either layout."""
+    return (
+        ENABLED
+        and a.device.type == "cpu"
+        and a.dtype == torch.float32
+        and w_t.dtype == torch.float32
+        and a.dim() == 2
+        and a.is_contiguous()
+        and a.size(0) > 0
+        and (w_t.is_contiguous() or w_t.t().is_contiguous())
+    )
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b for (M, K) a and (K, N) b."""
+    if _usable(a, b.t()):
+        return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+    return torch.mm(a, b)
+
+
+def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b + bias for (M, K) a, (K, N) b and an (N,) bias."""
+    if bias.dim() == 1 and bias.dtype == a.dtype and _usable(a, b.t()):
+        return torch.ops.mkldnn._linear_pointwise(a, b.t(), bias, "none", [], "")
+    return torch.addmm(bias, a, b)
+
+
+class LinearFunction(torch.autograd.Function):
+    """x @ W^T + b with oneDNN products forward and for the input gradient (dY @ W)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        x2 = x.reshape(-1, x.size(-1))  # (M, K)
+        y = addmm(bias, x2, weight.t()) if bias is not None else mm(x2, weight.t())  # (M, N)
+        ctx.save_for_backward(x2, weight)
+        ctx.has_bias, ctx.x_shape = bias is not None, x.shape
+        return y.view(*x.shape[:-1], weight.size(0))
+
+    @staticmethod
+    def backward(ctx, d_y: torch.Tensor):
+        x2, weight = ctx.saved_tensors
+        d_y2 = d_y.reshape(-1, d_y.size(-1)).contiguous()  # (M, N)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = mm(d_y2, weight).view(ctx.x_shape)  # (M, K)
+        if ctx.needs_input_grad[1]:
+            dw = torch.mm(d_y2.t(), x2)  # (N, K): a transposed left operand, MKL's case
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = d_y2.sum(0)
+        return dx, dw, db
+
+
+def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """`layer(x)` for an nn.Linear, through `LinearFunction` where oneDNN applies (fp32 on the
+    CPU, no autocast); any other module (a quantized copy, say) is simply called."""
+    if (
+        ENABLED
+        and type(layer) is nn.Linear
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and layer.weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and x.numel() > 0
+    ):
+        return LinearFunction.apply(x, layer.weight, layer.bias)
+    return layer(x)

@@ -1,0 +1,96 @@
+"""models/components/onednn.py: torch.mm's products (and gradients) through oneDNN, or torch."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dialoglab.models.components import onednn
+
+needs_onednn = pytest.mark.skipif(not onednn.ENABLED, reason="this torch build has no oneDNN")
+
+
+@pytest.fixture(params=[True, False], ids=["onednn", "torch"])
+def enabled(request, monkeypatch):
+    """Run a test with oneDNN on (where the build has it) and with torch's own ops."""
+    if request.param and not onednn.ENABLED:
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setattr(onednn, "ENABLED", request.param)
+    return request.param
+
+
+def test_mm_and_addmm_equal_torch_for_both_weight_layouts(enabled):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(37, 50, generator=g)
+    w = torch.randn(60, 50, generator=g)  # (N, K) like a Linear weight
+    bias = torch.randn(60, generator=g)
+    for b in (w.t(), w.t().contiguous()):  # transposed view and row-major (K, N)
+        torch.testing.assert_close(onednn.mm(a, b), a @ b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(onednn.addmm(bias, a, b), a @ b + bias, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_usable_only_for_row_major_fp32_cpu_left_operands():
+    a, w = torch.randn(8, 4), torch.randn(6, 4)
+    assert onednn._usable(a, w)
+    assert not onednn._usable(a.t().contiguous().t(), w)  # a transposed: MKL's case
+    assert not onednn._usable(a.double(), w.double())
+    assert not onednn._usable(a.bfloat16(), w.bfloat16())
+    assert not onednn._usable(a[:0], w)  # no rows
+
+
+def test_fallbacks_keep_torch_results_for_other_operands(enabled):
+    a = torch.randn(6, 5, dtype=torch.float64)
+    b = torch.randn(5, 3, dtype=torch.float64)
+    assert onednn.mm(a, b).dtype == torch.float64
+    torch.testing.assert_close(onednn.mm(a, b), a @ b)
+    strided = torch.randn(5, 6).t()  # (6, 5), not row-major
+    torch.testing.assert_close(onednn.mm(strided, b.float()), strided @ b.float())
+    assert onednn.mm(torch.randn(0, 5), b.float()).shape == (0, 3)
+
+
+def test_linear_values_and_gradients_equal_f_linear(enabled):
+    torch.manual_seed(0)
+    layer = nn.Linear(12, 9)
+    x = torch.randn(4, 3, 12, requires_grad=True)
+    out = onednn.linear(x, layer)
+    assert out.shape == (4, 3, 9)
+    assert ("LinearFunction" in type(out.grad_fn).__name__) is enabled
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, layer.weight, layer.bias], g)
+    x_ref = x.detach().clone().requires_grad_()
+    ref = F.linear(x_ref, layer.weight, layer.bias)
+    ref_grads = torch.autograd.grad(ref, [x_ref, layer.weight, layer.bias], g)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_without_bias_and_frozen_input(enabled):
+    torch.manual_seed(1)
+    layer = nn.Linear(7, 5, bias=False)
+    x = torch.randn(11, 7)  # no grad wanted for x
+    out = onednn.linear(x, layer)
+    out.sum().backward()
+    torch.testing.assert_close(out, x @ layer.weight.t(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad, torch.ones(11, 5).t() @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_leaves_autocast_and_other_modules_to_torch(enabled):
+    layer = nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert onednn.linear(x, layer).dtype == torch.bfloat16  # autocast's own Linear
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao quantization is deprecated (torchao)
+        quantized = torch.ao.quantization.quantize_dynamic(nn.Sequential(layer), {nn.Linear})[0]
+    torch.testing.assert_close(onednn.linear(x, quantized), quantized(x))
+
+
+def test_environment_switch_turns_onednn_off(monkeypatch):
+    monkeypatch.setenv("DIALOGLAB_ONEDNN", "0")
+    assert onednn._op_available() is False
