@@ -38,7 +38,8 @@ def _mallopt():
 
 def keep_freed_memory(enabled: bool = True, trim_threshold: int = 1 << 30) -> bool:
     """Serve large blocks from the heap and keep up to `trim_threshold` bytes of freed memory;
-    with enabled=False, glibc's defaults again. Returns whether the setting took effect."""
+    with enabled=False, both thresholds at glibc's starting 128 KiB (fixed: glibc no longer
+    adapts them). Returns whether the setting took effect."""
     mallopt = _mallopt()
     if mallopt is None:
         log.debug("no glibc mallopt here: freed CPU memory follows the C library's defaults")
