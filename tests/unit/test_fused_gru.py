@@ -58,6 +58,28 @@ def test_matches_nn_gru_outputs_states_and_gradients(bidirectional, layers, pack
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
 
 
+@pytest.mark.parametrize("packed", LENGTHS)
+def test_zero_initial_state_skips_work_but_not_results(packed):
+    """Without h0 (zeros, as the encoder runs) the first step's h W_hh^T and the state gradient
+    into h0 are skipped; outputs, states and gradients still equal nn.GRU's."""
+    torch.manual_seed(1)
+    rnn = nn.GRU(I, H, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(B, T, I, requires_grad=True)
+    lengths = torch.tensor(LENGTHS[packed]) if LENGTHS[packed] else None
+    ref_out, ref_h = _reference(rnn, x, None, lengths)
+    out, h_n = fused_gru(rnn, x, None, lengths)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_n, ref_h, rtol=1e-5, atol=1e-6)
+    g_out, g_h = torch.randn_like(out), torch.randn_like(h_n)
+    inputs = [x, *rnn.parameters()]
+    expected = _grads(ref_out, ref_h, g_out, g_h, inputs)
+    got = _grads(out, h_n, g_out, g_h, inputs)
+    for name, a, b in zip(
+        ["x"] + [n for n, _ in rnn.named_parameters()], got, expected, strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
+
+
 def test_gradcheck_in_double_precision_math():
     """The hand-derived backward is the derivative of the forward (finite differences)."""
     from dialoglab.models.components.fused_gru import GRULayerFunction

@@ -81,6 +81,7 @@ class GRULayerFunction(torch.autograd.Function):
         b_hh: torch.Tensor,  # (3H,)
         active: list[int],  # T counts, non-increasing rows per step (B everywhere: no padding)
         compute_dtype: torch.dtype,
+        zero_state: bool = False,  # h0 is all zeros: the first step's h W_hh^T is skipped
     ) -> tuple[torch.Tensor, torch.Tensor]:
         T, B = x.shape[:2]
         H = w_hh.size(1)
@@ -105,7 +106,10 @@ class GRULayerFunction(torch.autograd.Function):
                     hs[t, k:] = h[k:]  # padding: the state passes through
                 if k:
                     s = slice(offset, offset + k)
-                    gh_t = onednn.addmm(b_gh, h[:k], w_hh_t)  # (k, 3H)
+                    if zero_state and offset == 0:  # no row has stepped yet: h = 0
+                        gh_t = b_gh.expand(k, 3 * H)
+                    else:
+                        gh_t = onednn.addmm(b_gh, h[:k], w_hh_t)  # (k, 3H)
                     gh_steps.append(gh_t)
                     torch.sigmoid(gi[s, : 2 * H] + gh_t[:, : 2 * H], out=rz[s])
                     r, z = rz[s, :H], rz[s, H:]
@@ -156,6 +160,8 @@ class GRULayerFunction(torch.autograd.Function):
                 s = slice(offset, offset + k)
                 dh_k = torch.add(dh[:k], d_out[t, :k], out=d_h[s])  # (k, H)
                 torch.mul(dh_k.unsqueeze(1), c_gh[s], out=d_gh[s].view(k, 3, H))
+                if offset == 0 and not ctx.needs_input_grad[1]:
+                    break  # the first step: its state gradient would only flow into h0
                 stepped = torch.addcmul(onednn.mm(d_gh[s], w_hh_c), dh_k, z[s])
                 dh = stepped if k == B else torch.cat([stepped, dh[k:]])
             d_gi = torch.cat([d_gh[:, : 2 * H], d_h * c_n], dim=1)  # (N, 3H)
@@ -171,7 +177,7 @@ class GRULayerFunction(torch.autograd.Function):
             if ctx.needs_input_grad[5]:
                 db_hh = d_gh.sum(0, dtype=wd)
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
-        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None
+        return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
 
 
 def supports_fused(rnn: nn.Module, x: torch.Tensor) -> bool:
@@ -203,7 +209,8 @@ def fused_gru(
     H, L = rnn.hidden_size, rnn.num_layers
     D = 2 if rnn.bidirectional else 1
     compute_dtype = _compute_dtype(rnn.weight_hh_l0)
-    if h0 is None:
+    zero_state = h0 is None
+    if zero_state:
         h0 = x.new_zeros(L * D, B, H, dtype=rnn.weight_hh_l0.dtype)
     active, restore = [B] * T, None  # rows that take a step at each time step
     if lengths is not None:
@@ -229,7 +236,7 @@ def fused_gru(
             if direction:  # reverse: run forward over the time-flipped sequence
                 inputs, step_active = layer_input.flip(0), active[::-1]
             out, h_n = GRULayerFunction.apply(
-                inputs, h0[layer * D + direction], *weights, step_active, compute_dtype
+                inputs, h0[layer * D + direction], *weights, step_active, compute_dtype, zero_state
             )
             outputs.append(out.flip(0) if direction else out)
             finals.append(h_n)

@@ -150,11 +150,14 @@ class Encoder(nn.Module):
         self.rnn = _make_rnn(config, config.encoder_n_layers, bidirectional=True)
         self.fused = True  # CPU GRU through fused_gru (see models/components/fused_gru.py)
 
-    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """Encode (B, S) ids with (B,) lengths >= 1 -> outputs (B, S, H), state (L, B, H)."""
+    def forward(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, embedded: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """Encode (B, S) ids with (B,) lengths >= 1 -> outputs (B, S, H), state (L, B, H).
+        `embedded` (B, S, H): src already embedded and dropped out (see GRUAttnSeq2Seq.forward)."""
         B, S = src.shape
         H, L = self.hidden_size, self.n_layers
-        x = self.dropout(self.embedding(src))  # (B, S, H)
+        x = self.dropout(self.embedding(src)) if embedded is None else embedded  # (B, S, H)
         if self.fused and supports_fused(self.rnn, x):
             # The same results as packing, from one autograd node per layer and direction.
             outputs, state = fused_gru(self.rnn, x, lengths=src_lengths)  # (B, S, 2H)
@@ -270,14 +273,16 @@ class Decoder(nn.Module):
         encoder_outputs: torch.Tensor,
         src_mask: torch.Tensor,
         keep: torch.Tensor | None = None,
+        embedded: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State, torch.Tensor]:
         """Decode (B, T) ids -> logits (B, T, V), new state, attention weights (B, T, S).
 
         With `keep` (B, T) bool, logits are (N, V) for the N kept positions only (in row-major
         order): training skips the output layers on padding, the costliest part of a step.
         The returned state is then each row's state after its last kept position.
+        `embedded` (B, T, H): tokens already embedded and dropped out.
         """
-        x = self.dropout(self.embedding(tokens))  # (B, T, H)
+        x = self.dropout(self.embedding(tokens)) if embedded is None else embedded  # (B, T, H)
         if self.fused and tokens.size(1) > 1 and supports_fused(self.rnn, x):
             # Kept positions that are a prefix of each row (a reply before its padding) are the
             # only steps computed; the rest output 0 and are not read.
@@ -314,10 +319,10 @@ class GRUAttnSeq2Seq(nn.Module):
         self.decoder = Decoder(config, self.embedding)
 
     def encode(
-        self, src: torch.Tensor, src_lengths: torch.Tensor
+        self, src: torch.Tensor, src_lengths: torch.Tensor, embedded: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State, torch.Tensor]:
         """Run the encoder -> outputs (B, S, H), decoder initial state, src_mask (B, S)."""
-        encoder_outputs, encoder_state = self.encoder(src, src_lengths)
+        encoder_outputs, encoder_state = self.encoder(src, src_lengths, embedded)
         decoder_state = bridge_state(encoder_state, self.config.decoder_n_layers)
         positions = torch.arange(src.size(1), device=src.device)  # (S,)
         src_mask = positions.unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)  # (B, S)
@@ -332,8 +337,14 @@ class GRUAttnSeq2Seq(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for decoder_input (B, T) = [sos, y_1, ..., y_{T-1}];
         (N, V) for the positions where `keep` (B, T) is True when it is given."""
-        encoder_outputs, state, src_mask = self.encode(src, src_lengths)
-        logits, _, _ = self.decoder(decoder_input, state, encoder_outputs, src_mask, keep)
+        # One lookup (and dropout mask) for source and target: the shared table then gets one
+        # dense gradient per step instead of two summed.
+        S = src.size(1)
+        embedded = self.encoder.dropout(self.embedding(torch.cat([src, decoder_input], dim=1)))
+        encoder_outputs, state, src_mask = self.encode(src, src_lengths, embedded[:, :S])
+        logits, _, _ = self.decoder(
+            decoder_input, state, encoder_outputs, src_mask, keep, embedded[:, S:]
+        )
         return logits
 
     @property
