@@ -16,6 +16,8 @@ install: ## create .venv, install torch==$(TORCH_VERSION) (CPU) first, then dial
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
 	$(PIP) install --quiet -e ".[dev]"
+	@$(PY) -c "from dialoglab.models.components.fused_gru import compiled_loops as c; \
+	  print('fused GRU C++ loops:', 'built' if c() else 'unavailable, the Python loops serve')"
 	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; \
 	  sys.exit(f'torch was replaced: {torch.__version__}') if v != '$(TORCH_VERSION)' else print('torch', torch.__version__, 'ok')"
 

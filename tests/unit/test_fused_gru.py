@@ -7,11 +7,23 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from dialoglab.models.components import fused_gru as fused_gru_module
 from dialoglab.models.components.fused_gru import fused_gru, supports_fused
 from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
 from dialoglab.models.seq2seq import reply_nll
 
 B, T, I, H = 5, 7, 6, 8  # noqa: E741 (batch, time, input, hidden)
+
+
+@pytest.fixture(autouse=True, params=["python", "compiled"], ids=["py-loops", "cpp-loops"])
+def loops(request, monkeypatch):
+    """Every test here runs with the Python time loops and with the C++ ones (built on first
+    use; skipped only where this machine cannot build them)."""
+    if request.param == "python":
+        monkeypatch.setattr(fused_gru_module, "_loops_state", {"loaded": False})
+    elif not fused_gru_module.compiled_loops():
+        pytest.skip("the C++ loops cannot be built here (no compiler)")
+    return request.param
 
 
 def _reference(rnn: nn.GRU, x, h0, lengths):
@@ -98,9 +110,15 @@ def test_gradcheck_in_double_precision_math():
     def packed(*args):  # row 1 stops after step 0, row 0 after step 1
         return GRULayerFunction.apply(*args, [2, 1, 0], torch.float64)
 
+    def from_zeros(*args):  # h0 = 0: the first step's product and dh0 are skipped
+        x, _, *weights = args
+        return GRULayerFunction.apply(x, torch.zeros_like(h0), *weights, [2, 1, 1],
+                                      torch.float64, True)  # fmt: skip
+
     inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
     assert torch.autograd.gradcheck(full, inputs, eps=1e-6, atol=1e-5)
     assert torch.autograd.gradcheck(packed, inputs, eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(from_zeros, inputs, eps=1e-6, atol=1e-5)
 
 
 def test_bf16_autocast_runs_in_bf16_and_stays_close_to_fp32():
@@ -179,3 +197,10 @@ def test_model_loss_and_gradients_equal_with_and_without_the_fused_path():
         logits.flatten(0, 1), target.flatten(), ignore_index=0, reduction="sum"
     )
     torch.testing.assert_close(loss_a, full.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_loops_can_be_turned_off(monkeypatch, loops):
+    monkeypatch.setattr(fused_gru_module, "_loops_state", {})
+    monkeypatch.setenv("DIALOGLAB_COMPILED_GRU", "0")
+    assert fused_gru_module.compiled_loops() is False
+    assert fused_gru_module._loops_state == {"loaded": False}  # tried once, not again

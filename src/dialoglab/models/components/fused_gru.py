@@ -22,16 +22,59 @@ Under CPU autocast (bf16-mixed) the whole layer runs in bf16: matmuls, gates and
 the weights cast once per call; the weight and bias gradients come back in fp32 (one bf16
 matmul each, accumulated in fp32 inside the kernel). fp32 results equal nn.GRU's to float
 rounding; bf16 ones stay close to them (tests/unit/test_fused_gru.py).
+
+The two time loops also exist in C++ (`fused_gru_loops.cpp`: the same ATen ops in the same
+order, without Python between them), built on first use by torch.utils.cpp_extension (or by
+`make install`) and used when they load; `DIALOGLAB_COMPILED_GRU=0` keeps the Python loops.
+The tests run every case both ways.
 Shapes: T time steps, B batch, I input size, H hidden size; time-major inside this file.
 """
 
 from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from dialoglab.models.components import onednn
 from dialoglab.models.components.dropout import dropout
+
+log = logging.getLogger(__name__)
+LOOPS_SOURCE = Path(__file__).with_name("fused_gru_loops.cpp")
+_loops_state: dict[str, bool] = {}  # "loaded": whether the C++ loops are usable (once tried)
+
+
+def compiled_loops() -> bool:
+    """Build (once per machine and torch version, ~30 s; cached by torch.utils.cpp_extension)
+    and load the C++ time loops of `fused_gru_loops.cpp`. False where that is not possible (no
+    compiler, `DIALOGLAB_COMPILED_GRU=0`): the Python loops below do the same work then."""
+    if "loaded" not in _loops_state:
+        _loops_state["loaded"] = False
+        if os.environ.get("DIALOGLAB_COMPILED_GRU", "1") == "0":
+            return False
+        try:
+            from torch.utils.cpp_extension import load
+
+            if not hasattr(torch.ops.dialoglab_gru, "forward_loop"):
+                log.info("building the fused GRU's C++ loops (once; ~30 s)")
+                load(
+                    "dialoglab_fused_gru_loops",
+                    sources=[str(LOOPS_SOURCE)],
+                    extra_cflags=["-O2"],
+                    is_python_module=False,
+                )
+            _loops_state["loaded"] = True
+        except Exception as error:  # no compiler, headers or ninja: the Python loops serve
+            log.warning("fused GRU: C++ loops unavailable (%s); using the Python loops", error)
+    return _loops_state["loaded"]
+
+
+def _use_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether the recurrent products go through oneDNN (fp32 on the CPU, when enabled)."""
+    return onednn.ENABLED and x.device.type == "cpu" and dtype == torch.float32
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -95,13 +138,22 @@ class GRULayerFunction(torch.autograd.Function):
             x_p = _pack(x, active).to(cd)  # (N, I)
             gi = onednn.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
             N = gi.size(0)
+            if compiled_loops():  # the loop below, in C++
+                gh, rz, n, hs = torch.ops.dialoglab_gru.forward_loop(
+                    gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state,
+                    _use_onednn(x, cd),
+                )  # fmt: skip
+                active_loop = []
+            else:
+                active_loop = active
             gh_steps = []  # per step h W_hh^T + (0, 0, b_hn), (k, 3H)
-            rz = x.new_empty(N, 2 * H, dtype=cd)  # sigmoid gates r | z
-            n = x.new_empty(N, H, dtype=cd)  # candidate state
-            hs = x.new_empty(T, B, H, dtype=cd)  # state after each step
+            if active_loop:
+                rz = x.new_empty(N, 2 * H, dtype=cd)  # sigmoid gates r | z
+                n = x.new_empty(N, H, dtype=cd)  # candidate state
+                hs = x.new_empty(T, B, H, dtype=cd)  # state after each step
             h = h0.to(cd)
             offset = 0
-            for t, k in enumerate(active):
+            for t, k in enumerate(active_loop):
                 if k < B:
                     hs[t, k:] = h[k:]  # padding: the state passes through
                 if k:
@@ -117,7 +169,9 @@ class GRULayerFunction(torch.autograd.Function):
                     torch.lerp(n[s], h[:k], z, out=hs[t, :k])  # n + z * (h - n)
                     offset += k
                 h = hs[t]
-            gh = torch.cat(gh_steps) if gh_steps else gi.new_empty(0, 3 * H)  # (N, 3H)
+            if active_loop:
+                gh = torch.cat(gh_steps) if gh_steps else gi.new_empty(0, 3 * H)  # (N, 3H)
+            h = hs[-1]
             outputs = hs
             if N < T * B:  # padding outputs are 0
                 running = torch.tensor(active, device=x.device).unsqueeze(1)  # (T, 1)
@@ -148,11 +202,19 @@ class GRULayerFunction(torch.autograd.Function):
             torch.mul((h_prev - n) * z, 1 - z, out=c_gh[:, 1])
             torch.mul(c_n, r, out=c_gh[:, 2])
             d_out = d_outputs.to(cd)
-            d_gh = torch.empty_like(gh)  # dL/d(h W_hh^T + b_hh), (N, 3H)
-            d_h = torch.empty_like(n)  # dL/dh at each step's output, (N, H)
-            dh = d_h_n.to(cd, copy=True)  # (B, H); padding rows pass it through unchanged
+            steps = range(T - 1, -1, -1)
+            if compiled_loops():  # the loop below, in C++
+                d_gh, d_h, dh = torch.ops.dialoglab_gru.backward_loop(
+                    d_out, d_h_n.to(cd), c_gh, z, w_hh_c, active, ctx.needs_input_grad[1],
+                    _use_onednn(hs, cd),
+                )  # fmt: skip
+                steps = range(0)
+            else:
+                d_gh = torch.empty_like(gh)  # dL/d(h W_hh^T + b_hh), (N, 3H)
+                d_h = torch.empty_like(n)  # dL/dh at each step's output, (N, H)
+                dh = d_h_n.to(cd, copy=True)  # (B, H); padding rows pass it through unchanged
             offset = N
-            for t in range(T - 1, -1, -1):
+            for t in steps:
                 k = active[t]
                 if not k:
                     continue
