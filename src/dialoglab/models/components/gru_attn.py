@@ -471,7 +471,9 @@ def count_flops_per_step(config: GRUAttnConfig, batch: int, src_len: int, tgt_le
 
     Counts matrix multiplies only, a multiply-add as 2 FLOPs, every sequence at full length
     (packing skips padding, so this is an upper bound for padded batches). Embedding lookups,
-    elementwise gate math, softmax and the loss are not counted.
+    elementwise gate math, softmax and the loss are not counted. Nor are the products with the
+    encoder's zero initial state (each layer and direction's first h W_hh^T, and the gradient
+    into that state): they are zero and unused, and the fused GRU skips them.
     """
     B, S, T = batch, src_len, tgt_len
     H, V = config.hidden_size, config.vocab_size
@@ -497,4 +499,5 @@ def count_flops_per_step(config: GRUAttnConfig, batch: int, src_len: int, tgt_le
     combine = 2 * B * T * (2 * H) * H  # W_c [rnn_out; context]
     output = 2 * B * T * H * V  # W_o
     forward = encoder + decoder + attention + combine + output
-    return 3 * forward
+    zero_state = 2 * config.encoder_n_layers * B * 2 * gates * H * H  # first step, all layers/dirs
+    return 3 * forward - 2 * zero_state  # its weight gradient is still part of one big matmul
