@@ -182,3 +182,21 @@ def test_hub_name_offline_fails_fast(
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # the rest of the run stays offline
     with pytest.raises(ConfigError, match="no such directory"):
         make_module(tok, pretrained="./no/such/dir")
+
+
+@pytest.mark.slow
+def test_compiled_network_trains_to_the_same_numbers(tok: HFTokenizer) -> None:
+    """model.compile=true (torch.compile through on_fit_start) keeps the loss and gradients."""
+    eager, compiled = make_module(tok).train(), make_module(tok, compile=True).train()
+    compiled.on_fit_start()
+    assert compiled.net._compiled_call_impl is not None  # nn.Module.compile happened in place
+    split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
+    batch = tok.collate(split, [0, 1, 2])
+    losses = [module.nll(batch) for module in (eager, compiled)]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-4)
+    for loss in losses:
+        loss.backward()
+    grads = [m.net.transformer.wte.weight.grad for m in (eager, compiled)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+    # parameter names (and so checkpoints) are unchanged by compiling in place
+    assert list(compiled.state_dict()) == list(eager.state_dict())

@@ -43,6 +43,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "dialoglab.bench.lightning_overhead:run",
         "GPT-2 scratch tokens/s through lightning.Trainer vs a plain loop",
     ),
+    "compile": (
+        "dialoglab.bench.compile:run",
+        "GPT-2 scratch training step with model.compile=true (torch.compile) vs eager",
+    ),
     "data": (
         "dialoglab.bench.data:run",
         "parse + tokenize the slice and a full-size synthetic Cornell, cold and cached",

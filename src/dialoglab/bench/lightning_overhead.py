@@ -70,8 +70,9 @@ class _StubTokenizer:
         return {}
 
 
-def make_module(size: dict[str, int], max_length: int) -> tuple[Any, str]:
-    """(LightningModule, which one): our CausalLMModule, else a minimal wrapper."""
+def make_module(size: dict[str, int], max_length: int, **options: Any) -> tuple[Any, str]:
+    """(LightningModule, which one): our CausalLMModule (with `options` such as compile=True),
+    else, without options, a minimal wrapper."""
     optimizer = functools.partial(torch.optim.AdamW, lr=5e-4, betas=(0.9, 0.98))
     try:
         from dialoglab.models.causal_lm import CausalLMModule
@@ -87,9 +88,12 @@ def make_module(size: dict[str, int], max_length: int) -> tuple[Any, str]:
             scheduler=None,
             val_generate=0,
             n_samples=0,
+            **options,
         )
         return module, "dialoglab CausalLMModule"
     except Exception:  # the GPT-2 module changed or is absent: measure the framework anyway
+        if options:
+            raise
         return _MinimalGPT2(size, optimizer), "minimal LightningModule around GPT2LMHeadModel"
 
 
@@ -144,19 +148,28 @@ def make_batches(n: int, batch: int, length: int, vocab: int) -> list[dict[str, 
     return batches
 
 
+def optimizer_of(module: Any) -> torch.optim.Optimizer:
+    """The optimizer `module.configure_optimizers()` builds (without its scheduler)."""
+    optimizer = module.configure_optimizers()
+    return optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+
+
+def train_step(module: Any, optimizer: torch.optim.Optimizer, batch: dict, clip: float) -> None:
+    """What the Trainer does for one batch: loss per token, backward, clip, step, zero_grad."""
+    loss = module.nll(batch, module.label_smoothing) / module.count_tokens(batch).clamp(min=1)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def plain_loop(module: Any, loader: DataLoader, clip: float) -> list[float]:
     """Seconds per step of a hand-written loop doing what the Trainer does for each batch."""
-    optimizer = module.configure_optimizers()
-    if isinstance(optimizer, dict):
-        optimizer = optimizer["optimizer"]
+    optimizer = optimizer_of(module)
     module.train()
     ends = [time.perf_counter()]
     for batch in loader:
-        loss = module.nll(batch, module.label_smoothing) / module.count_tokens(batch).clamp(min=1)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(module, optimizer, batch, clip)
         ends.append(time.perf_counter())
     return [b - a for a, b in itertools.pairwise(ends)]
 

@@ -1,0 +1,79 @@
+"""torch.compile on the CPU: GPT-2 scratch training with `model.compile=true` vs eager.
+
+`CausalLMModule(compile=True)` compiles its network in place when fitting starts
+(`on_fit_start`: `net.compile(dynamic=True)`, inductor's C++/OpenMP kernels on the CPU). Here two
+copies of the same initial model (conf/model/gpt2_scratch.yaml's size) train on the same batches
+with the same optimizer and clipping, one eager and one compiled through that very hook. The
+first compiled step, which compiles, is timed on its own; then the two sides' steps are timed
+call by call in turn (the order alternating each round), after warm-up steps.
+
+gru_attn has no compile option: its training step is already our own fused autograd Functions
+and C++ loops (models/components/fused_gru.py), which inductor would only run as opaque calls.
+"""
+
+from __future__ import annotations
+
+import time
+
+from dialoglab.bench.common import Figure, median, set_seed, time_interleaved
+from dialoglab.bench.lightning_overhead import (
+    make_batches,
+    make_module,
+    optimizer_of,
+    scratch_size,
+    train_step,
+)
+
+
+def run(quick: bool = False) -> list[Figure]:
+    size = scratch_size(quick)
+    batch, length = (4, 32) if quick else (16, 128)
+    repeats, warmup = (2, 1) if quick else (8, 2)
+    clip = 50.0
+    batches = make_batches(4, batch, length, size["vocab_size"])
+    set_seed(0)
+    eager, _ = make_module(size, length)
+    compiled, _ = make_module(size, length, compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.on_fit_start()  # what the Trainer calls before the first step: compiles the net
+    sides = {name: (m, optimizer_of(m)) for name, m in (("eager", eager), ("compiled", compiled))}
+    for module, _ in sides.values():
+        module.train()
+
+    start = time.perf_counter()
+    train_step(*sides["compiled"], batches[0], clip)  # traces and compiles forward + backward
+    first_step = time.perf_counter() - start
+    count = [0]
+
+    def step(name: str) -> None:
+        count[0] += 1
+        train_step(*sides[name], batches[count[0] % len(batches)], clip)
+
+    times = time_interleaved(
+        {name: (lambda name=name: step(name)) for name in sides}, repeats=repeats, warmup=warmup
+    )
+    tokens = batch * length
+    eager_step, compiled_step = median(times["eager"]), median(times["compiled"])
+    what = (
+        f"{size['n_layer']} layers, {size['n_embd']} wide, vocab {size['vocab_size']}; batch "
+        f"{batch} x {length} tokens, fp32; median of {repeats} steps a side after warm-up"
+    )
+    return [
+        Figure("GPT-2 scratch step, eager", round(tokens / eager_step), "tokens/s", note=what),
+        Figure(
+            "GPT-2 scratch step, model.compile=true",
+            round(tokens / compiled_step),
+            "tokens/s",
+            note="net.compile(dynamic=True) in CausalLMModule.on_fit_start",
+        ),
+        Figure("torch.compile speed-up (step)", round(eager_step / compiled_step, 3), "x"),
+        Figure(
+            "torch.compile: first compiled step",
+            round(first_step, 1),
+            "s",
+            note=(
+                "tracing + inductor compilation of forward and backward, once per run "
+                "(inductor's on-disk caches shorten it in later runs)"
+            ),
+        ),
+    ]
