@@ -13,6 +13,7 @@ and C++ loops (models/components/fused_gru.py), which inductor would only run as
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from dialoglab.bench.common import Figure, median, set_seed, time_interleaved
@@ -36,19 +37,17 @@ def run(quick: bool = False) -> list[Figure]:
     compiled, _ = make_module(size, length, compile=True)
     compiled.load_state_dict(eager.state_dict())
     compiled.on_fit_start()  # what the Trainer calls before the first step: compiles the net
-    sides = {name: (m, optimizer_of(m)) for name, m in (("eager", eager), ("compiled", compiled))}
-    for module, _ in sides.values():
-        module.train()
-
-    start = time.perf_counter()
-    train_step(*sides["compiled"], batches[0], clip)  # traces and compiles forward + backward
-    first_step = time.perf_counter() - start
-    count = [0]
+    sides = {"eager": eager.train(), "compiled": compiled.train()}
+    optimizers = {name: optimizer_of(module) for name, module in sides.items()}
+    feeds = {name: itertools.cycle(batches) for name in sides}  # each side: the same sequence
 
     def step(name: str) -> None:
-        count[0] += 1
-        train_step(*sides[name], batches[count[0] % len(batches)], clip)
+        train_step(sides[name], optimizers[name], next(feeds[name]), clip)
 
+    start = time.perf_counter()
+    step("compiled")  # traces and compiles forward + backward
+    first_step = time.perf_counter() - start
+    next(feeds["eager"])  # both sides at the same point of the batch sequence
     times = time_interleaved(
         {name: (lambda name=name: step(name)) for name in sides}, repeats=repeats, warmup=warmup
     )
