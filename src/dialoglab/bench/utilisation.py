@@ -89,12 +89,16 @@ def page_faults_per_step(size: GRUSize, steps: int) -> float:
 
 def step_timing(size: GRUSize, quick: bool) -> dict[str, float]:
     """Median seconds of the fp32 and the bf16-autocast training step on one full-length batch,
-    each also with nn.GRU layers (`model.fused_rnn=false`)."""
+    each also with nn.GRU layers (`model.fused_rnn=false`) and with the output layer W_o an
+    nn.Linear (weight stored (out, in)) instead of `ColumnMajorLinear`."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
-    nets = {name: copy.deepcopy(net) for name in ("fp32", "fp32_nn_gru", "bf16", "bf16_nn_gru")}
+    variants = ("", "_nn_gru", "_linear_w_o")
+    nets = {p + v: copy.deepcopy(net) for p in ("fp32", "bf16") for v in variants}
     nets["fp32_nn_gru"].fused_rnn = nets["bf16_nn_gru"].fused_rnn = False
+    for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
+        nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
     times = time_interleaved(
         {
@@ -175,6 +179,24 @@ def _nn_gru_rows(times: dict[str, float], key: str, label: str) -> list[Figure]:
     ]
 
 
+def _w_o_layout_rows(times: dict[str, float], key: str, label: str) -> list[Figure]:
+    """The step with W_o an nn.Linear, and what storing its weight (in, out) saves."""
+    plain = times[f"{key}_linear_w_o"]
+    return [
+        Figure(
+            f"gru_attn step {label} with W_o stored (out, in)",
+            round(plain * 1e3, 1),
+            "ms",
+            note="decoder.W_o an nn.Linear instead of models/components/column_major_linear.py",
+        ),
+        Figure(
+            f"W_o stored (in, out): time saved ({key} step)",
+            round((plain - times[key]) * 1e3, 1),
+            "ms",
+        ),
+    ]
+
+
 def run(quick: bool = False) -> list[Figure]:
     size = GRUSize.for_run(quick)
     threads = torch.get_num_threads()
@@ -225,8 +247,10 @@ def run(quick: bool = False) -> list[Figure]:
             note="with experiment/cpu_heap.py keep_freed_memory, as train.py runs",
         ),
         *_nn_gru_rows(times, "fp32", "fp32"),
+        *_w_o_layout_rows(times, "fp32", "fp32"),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
+        *_w_o_layout_rows(times, "bf16", "bf16-autocast"),
         Figure(
             "dropout fwd+bwd, F.dropout",
             round(drop["F.dropout"] * 1e3, 2),

@@ -111,6 +111,19 @@ def conv1d_to_linear(net: nn.Module) -> nn.Module:
     return net
 
 
+def column_major_to_linear(net: nn.Module) -> nn.Module:
+    """Replace every `ColumnMajorLinear` (gru_attn's output layer) by the equal `nn.Linear`, in
+    place: the layer type that dynamic quantization converts."""
+    from dialoglab.models.components.column_major_linear import ColumnMajorLinear
+
+    for name, child in list(net.named_children()):
+        if isinstance(child, ColumnMajorLinear):
+            setattr(net, name, child.to_linear())
+        else:
+            column_major_to_linear(child)
+    return net
+
+
 def _int8(net: nn.Module, family: str) -> nn.Module:
     problem = _int8_problem()
     if problem:
@@ -121,6 +134,7 @@ def _int8(net: nn.Module, family: str) -> nn.Module:
         )
     if family == "causal_lm":
         conv1d_to_linear(net)
+    column_major_to_linear(net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao quantization is deprecated in favour of torchao
         return torch.ao.quantization.quantize_dynamic(
