@@ -15,14 +15,20 @@ from dialoglab.models.seq2seq import reply_nll
 B, T, I, H = 5, 7, 6, 8  # noqa: E741 (batch, time, input, hidden)
 
 
-@pytest.fixture(autouse=True, params=["python", "compiled"], ids=["py-loops", "cpp-loops"])
+@pytest.fixture(
+    autouse=True,
+    params=["python", "compiled", "compiled-aten-gates"],
+    ids=["py-loops", "cpp-loops", "cpp-loops-aten-gates"],
+)
 def loops(request, monkeypatch):
     """Every test here runs with the Python time loops and with the C++ ones (built on first
-    use; skipped only where this machine cannot build them)."""
+    use; skipped only where this machine cannot build them), whose fp32 gate maths runs in
+    their own vectorised passes or, with FUSED_GATES off, as ATen ops."""
     if request.param == "python":
         monkeypatch.setattr(fused_gru_module, "_loops_state", {"loaded": False})
     elif not fused_gru_module.compiled_loops():
         pytest.skip("the C++ loops cannot be built here (no compiler)")
+    monkeypatch.setattr(fused_gru_module, "FUSED_GATES", request.param == "compiled")
     return request.param
 
 
@@ -68,6 +74,30 @@ def test_matches_nn_gru_outputs_states_and_gradients(bidirectional, layers, pack
         ["x", "h0"] + [n for n, _ in rnn.named_parameters()], got, expected, strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("hidden", [16, 100])
+def test_matches_nn_gru_at_vector_widths_and_saturated_gates(hidden):
+    """Hidden sizes that fill whole SIMD vectors and leave a remainder, and pre-activations
+    from -40 to 40 (sigmoid and tanh saturate; both tanh formulas are used). Weights up to 8x
+    their usual size amplify one-ulp differences in exp/tanh through the steps: 1e-5 here."""
+    torch.manual_seed(2)
+    rnn = nn.GRU(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for weight in rnn.parameters():
+            weight.mul_(torch.linspace(0.1, 8.0, weight.numel()).view_as(weight))
+    x = (4 * torch.randn(3, 4, hidden)).requires_grad_()
+    lengths = torch.tensor([4, 2, 3])
+    ref_out, ref_h = _reference(rnn, x, None, lengths)
+    out, h_n = fused_gru(rnn, x, None, lengths)
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h_n, ref_h, rtol=1e-4, atol=1e-5)
+    g_out, g_h = torch.randn_like(out), torch.randn_like(h_n)
+    inputs = [x, *rnn.parameters()]
+    expected = _grads(ref_out, ref_h, g_out, g_h, inputs)
+    got = _grads(out, h_n, g_out, g_h, inputs)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("packed", LENGTHS)

@@ -26,7 +26,12 @@ rounding; bf16 ones stay close to them (tests/unit/test_fused_gru.py).
 The two time loops also exist in C++ (`fused_gru_loops.cpp`: the same ATen ops in the same
 order, without Python between them), built on first use by torch.utils.cpp_extension (or by
 `make install`) and used when they load; `DIALOGLAB_COMPILED_GRU=0` keeps the Python loops.
-The tests run every case both ways.
+In fp32 the C++ loops do each step's gate maths in one vectorised pass instead of five or six
+ATen kernels, and backward computes the gate gradients inside its loop from the saved r, z, n
+and gh (no coefficient buffer first): ~12-25 ms off the full-size gru_attn fp32 step on 2
+cores (`python -m dialoglab.bench --only utilisation`, row "fused gate passes: time saved").
+`FUSED_GATES = False` (or `DIALOGLAB_FUSED_GATES=0`) keeps the ATen kernels. The tests run
+every case in all three ways.
 Shapes: T time steps, B batch, I input size, H hidden size; time-major inside this file.
 """
 
@@ -63,7 +68,12 @@ def compiled_loops() -> bool:
                 load(
                     "dialoglab_fused_gru_loops",
                     sources=[str(LOOPS_SOURCE)],
-                    extra_cflags=["-O2"],
+                    extra_cflags=[
+                        "-O3",
+                        "-fno-math-errno",
+                        "-fno-trapping-math",
+                        "-ffp-contract=off",
+                    ],
                     is_python_module=False,
                 )
             _loops_state["loaded"] = True
@@ -75,6 +85,16 @@ def compiled_loops() -> bool:
 def _use_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
     """Whether the recurrent products go through oneDNN (fp32 on the CPU, when enabled)."""
     return onednn.ENABLED and x.device.type == "cpu" and dtype == torch.float32
+
+
+FUSED_GATES = os.environ.get("DIALOGLAB_FUSED_GATES", "1") != "0"
+
+
+def _fused_gates(dtype: torch.dtype) -> bool:
+    """Whether the C++ loops do each step's gate maths in one pass of their own (fp32; see
+    `fused_gru_loops.cpp`) rather than with ATen ops. `FUSED_GATES = False` (or
+    `DIALOGLAB_FUSED_GATES=0`) keeps the ATen ops, for comparison."""
+    return FUSED_GATES and dtype == torch.float32
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -141,7 +161,7 @@ class GRULayerFunction(torch.autograd.Function):
             if compiled_loops():  # the loop below, in C++
                 gh, rz, n, hs = torch.ops.dialoglab_gru.forward_loop(
                     gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state,
-                    _use_onednn(x, cd),
+                    _use_onednn(x, cd), _fused_gates(cd),
                 )  # fmt: skip
                 active_loop = []
             else:
@@ -187,46 +207,17 @@ class GRULayerFunction(torch.autograd.Function):
     def backward(ctx, d_outputs: torch.Tensor, d_h_n: torch.Tensor):
         x_p, h0, w_ih_c, w_hh_c, rz, n, gh, hs = ctx.saved_tensors  # weights in compute dtype
         active, cd, wd = ctx.active, ctx.compute_dtype, ctx.w_dtype
-        T, B, H = hs.shape
+        B = hs.size(1)
         with torch.autocast("cpu", enabled=False):
             h_prev = _pack(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
-            r, z = rz[:, :H], rz[:, H:]
-            N = gh.size(0)
-            # Everything that does not depend on the incoming state gradient dh, for all tokens:
-            # dL/d(n pre-activation) = dh * c_n, dL/d(z pre-act.) = dh * c_z, and through
-            # n = tanh(gi_n + r * gh_n): dL/d(r pre-act.) = dh * c_n * gh_n * r (1 - r) and
-            # dL/d(gh_n) = dh * c_n * r. So dL/d(gh) = dh * c_gh, one product per step.
-            c_n = (1 - z) * (1 - n * n)  # (N, H)
-            c_gh = gh.new_empty(N, 3, H)  # r | z | n parts
-            torch.mul(c_n, gh[:, 2 * H :] * r * (1 - r), out=c_gh[:, 0])
-            torch.mul((h_prev - n) * z, 1 - z, out=c_gh[:, 1])
-            torch.mul(c_n, r, out=c_gh[:, 2])
             d_out = d_outputs.to(cd)
-            steps = range(T - 1, -1, -1)
-            if compiled_loops():  # the loop below, in C++
-                d_gh, d_h, dh = torch.ops.dialoglab_gru.backward_loop(
-                    d_out, d_h_n.to(cd), c_gh, z, w_hh_c, active, ctx.needs_input_grad[1],
-                    _use_onednn(hs, cd),
+            if compiled_loops() and _fused_gates(cd):  # gate gradients inside the C++ loop
+                d_gh, d_gi, dh = torch.ops.dialoglab_gru.backward_loop_fused(
+                    d_out, d_h_n.to(cd), h0.to(cd), hs, gh, rz, n, w_hh_c, active,
+                    ctx.needs_input_grad[1], _use_onednn(hs, cd),
                 )  # fmt: skip
-                steps = range(0)
             else:
-                d_gh = torch.empty_like(gh)  # dL/d(h W_hh^T + b_hh), (N, 3H)
-                d_h = torch.empty_like(n)  # dL/dh at each step's output, (N, H)
-                dh = d_h_n.to(cd, copy=True)  # (B, H); padding rows pass it through unchanged
-            offset = N
-            for t in steps:
-                k = active[t]
-                if not k:
-                    continue
-                offset -= k
-                s = slice(offset, offset + k)
-                dh_k = torch.add(dh[:k], d_out[t, :k], out=d_h[s])  # (k, H)
-                torch.mul(dh_k.unsqueeze(1), c_gh[s], out=d_gh[s].view(k, 3, H))
-                if offset == 0 and not ctx.needs_input_grad[1]:
-                    break  # the first step: its state gradient would only flow into h0
-                stepped = torch.addcmul(onednn.mm(d_gh[s], w_hh_c), dh_k, z[s])
-                dh = stepped if k == B else torch.cat([stepped, dh[k:]])
-            d_gi = torch.cat([d_gh[:, : 2 * H], d_h * c_n], dim=1)  # (N, 3H)
+                d_gh, d_gi, dh = _backward_steps(ctx, d_out, d_h_n, h_prev, rz, n, gh, w_hh_c)
             dx = dw_ih = dw_hh = db_ih = db_hh = None
             if ctx.needs_input_grad[0]:
                 dx = _unpack(onednn.mm(d_gi, w_ih_c), active, B).to(ctx.x_dtype)
@@ -240,6 +231,59 @@ class GRULayerFunction(torch.autograd.Function):
                 db_hh = d_gh.sum(0, dtype=wd)
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
+
+
+def _backward_steps(
+    ctx,
+    d_out: torch.Tensor,
+    d_h_n: torch.Tensor,
+    h_prev: torch.Tensor,
+    rz: torch.Tensor,
+    n: torch.Tensor,
+    gh: torch.Tensor,
+    w_hh_c: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`GRULayerFunction`'s backward time loop (any dtype; C++ when built) -> d_gh (N, 3H),
+    d_gi (N, 3H) and dh (B, H), the state gradient into h0."""
+    active, cd = ctx.active, ctx.compute_dtype
+    T, B, H = len(active), d_h_n.size(0), d_h_n.size(1)
+    r, z = rz[:, :H], rz[:, H:]
+    N = gh.size(0)
+    # Everything that does not depend on the incoming state gradient dh, for all tokens:
+    # dL/d(n pre-activation) = dh * c_n, dL/d(z pre-act.) = dh * c_z, and through
+    # n = tanh(gi_n + r * gh_n): dL/d(r pre-act.) = dh * c_n * gh_n * r (1 - r) and
+    # dL/d(gh_n) = dh * c_n * r. So dL/d(gh) = dh * c_gh, one product per step.
+    c_n = (1 - z) * (1 - n * n)  # (N, H)
+    c_gh = gh.new_empty(N, 3, H)  # r | z | n parts
+    torch.mul(c_n, gh[:, 2 * H :] * r * (1 - r), out=c_gh[:, 0])
+    torch.mul((h_prev - n) * z, 1 - z, out=c_gh[:, 1])
+    torch.mul(c_n, r, out=c_gh[:, 2])
+    steps = range(T - 1, -1, -1)
+    if compiled_loops():  # the loop below, in C++
+        d_gh, d_h, dh = torch.ops.dialoglab_gru.backward_loop(
+            d_out, d_h_n.to(cd), c_gh, z, w_hh_c, active, ctx.needs_input_grad[1],
+            _use_onednn(gh, cd),
+        )  # fmt: skip
+        steps = range(0)
+    else:
+        d_gh = torch.empty_like(gh)  # dL/d(h W_hh^T + b_hh), (N, 3H)
+        d_h = torch.empty_like(n)  # dL/dh at each step's output, (N, H)
+        dh = d_h_n.to(cd, copy=True)  # (B, H); padding rows pass it through unchanged
+    offset = N
+    for t in steps:
+        k = active[t]
+        if not k:
+            continue
+        offset -= k
+        s = slice(offset, offset + k)
+        dh_k = torch.add(dh[:k], d_out[t, :k], out=d_h[s])  # (k, H)
+        torch.mul(dh_k.unsqueeze(1), c_gh[s], out=d_gh[s].view(k, 3, H))
+        if offset == 0 and not ctx.needs_input_grad[1]:
+            break  # the first step: its state gradient would only flow into h0
+        stepped = torch.addcmul(onednn.mm(d_gh[s], w_hh_c), dh_k, z[s])
+        dh = stepped if k == B else torch.cat([stepped, dh[k:]])
+    d_gi = torch.cat([d_gh[:, : 2 * H], d_h * c_n], dim=1)  # (N, 3H)
+    return d_gh, d_gi, dh
 
 
 def supports_fused(rnn: nn.Module, x: torch.Tensor) -> bool:
