@@ -24,7 +24,8 @@
 #include <optional>
 #include <tuple>
 
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+// (target_clones needs the C library's ifunc support: glibc on x86-64 Linux.)
+#if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
 #define DIALOGLAB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DIALOGLAB_CLONES
