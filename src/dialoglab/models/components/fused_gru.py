@@ -26,8 +26,8 @@ rounding; bf16 ones stay close to them (tests/unit/test_fused_gru.py).
 The two time loops also exist in C++ (`fused_gru_loops.cpp`: the same ATen ops in the same
 order, without Python between them), built on first use by torch.utils.cpp_extension (or by
 `make install`) and used when they load; `DIALOGLAB_COMPILED_GRU=0` keeps the Python loops.
-In fp32 the C++ loops do each step's gate maths in one vectorised pass instead of five or six
-ATen kernels, and backward computes the gate gradients inside its loop from the saved r, z, n
+In fp32 and bf16 the C++ loops do each step's gate maths in one vectorised pass (computing in
+fp32, bf16 results rounded once) instead of five or six ATen kernels, and backward computes the gate gradients inside its loop from the saved r, z, n
 and gh (no coefficient buffer first): ~12-25 ms off the full-size gru_attn fp32 step on 2
 cores (`python -m dialoglab.bench --only utilisation`, row "fused gate passes: time saved").
 `FUSED_GATES = False` (or `DIALOGLAB_FUSED_GATES=0`) keeps the ATen kernels. The tests run
@@ -91,10 +91,10 @@ FUSED_GATES = os.environ.get("DIALOGLAB_FUSED_GATES", "1") != "0"
 
 
 def _fused_gates(dtype: torch.dtype) -> bool:
-    """Whether the C++ loops do each step's gate maths in one pass of their own (fp32; see
-    `fused_gru_loops.cpp`) rather than with ATen ops. `FUSED_GATES = False` (or
+    """Whether the C++ loops do each step's gate maths in one pass of their own (fp32 and bf16;
+    see `fused_gru_loops.cpp`) rather than with ATen ops. `FUSED_GATES = False` (or
     `DIALOGLAB_FUSED_GATES=0`) keeps the ATen ops, for comparison."""
-    return FUSED_GATES and dtype == torch.float32
+    return FUSED_GATES and dtype in (torch.float32, torch.bfloat16)
 
 
 def _compute_dtype(weight: torch.Tensor) -> torch.dtype:

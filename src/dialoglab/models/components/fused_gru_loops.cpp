@@ -5,8 +5,8 @@
 // Shapes: T steps, B batch, H hidden, N real tokens (rows packed step after step; at step t
 // the first active[t] rows are real). Everything is in the compute dtype.
 //
-// In fp32 each step's gate maths is one pass over the rows (`gates_forward`, `grads_backward`)
-// instead of five or six ATen kernels: at gru_attn's sizes (64 rows of 500) a step's kernels
+// In fp32 and bf16 each step's gate maths is one pass over the rows (`gates_forward`,
+// `grads_backward`) instead of five or six ATen kernels: at gru_attn's sizes (64 rows of 500) a step's kernels
 // cost more in launching and re-reading memory than in arithmetic. Their exp and tanh are
 // Cephes' single-precision formulas (within a few float ulps of libm), written as branch-free
 // code that the compiler vectorises; on x86-64 Linux the functions are built for AVX-512, AVX2
@@ -77,56 +77,100 @@ DIALOGLAB_INLINE float tanh_approx(float x) {
   return a < 0.625f ? small : large;
 }
 
+// Storage: fp32 as float, bf16 as its raw 16 bits (the top half of a float). The passes compute
+// in fp32 and round each result to bf16 once, to nearest even, as c10::BFloat16 does.
+DIALOGLAB_INLINE float load(float v) { return v; }
+DIALOGLAB_INLINE float load(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+DIALOGLAB_INLINE void store(float& out, float v) { out = v; }
+DIALOGLAB_INLINE void store(uint16_t& out, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  out = static_cast<uint16_t>(v != v ? 0x7fc0u : rounded);  // NaN stays NaN
+}
+
 // The per-row passes take restrict-qualified pointers (one row of H, or 2H / 3H for the gate
-// buffers), which is what lets the compiler vectorise them.
+// buffers), which is what lets the compiler vectorise them; each has an fp32 and a bf16 build.
 
 // One step's gates for one row: gh = p (h W_hh^T + b_gh), r|z = sigmoid(gi + gh),
 // n = tanh(gi_n + r * gh_n), out = n + z (h - n).
-DIALOGLAB_CLONES
-void gates_forward(int64_t H, const float* __restrict gi, const float* __restrict p,
-                   const float* __restrict h, float* __restrict gh, float* __restrict rz,
-                   float* __restrict n, float* __restrict out) {
+template <typename S>
+DIALOGLAB_INLINE void gates_forward_row(int64_t H, const S* __restrict gi, const S* __restrict p,
+                                        const S* __restrict h, S* __restrict gh,
+                                        S* __restrict rz, S* __restrict n, S* __restrict out) {
   for (int64_t j = 0; j < 3 * H; ++j) gh[j] = p[j];
   for (int64_t j = 0; j < H; ++j) {
-    const float r = sigmoid_approx(gi[j] + p[j]);
-    const float z = sigmoid_approx(gi[H + j] + p[H + j]);
-    const float c = tanh_approx(gi[2 * H + j] + r * p[2 * H + j]);
-    rz[j] = r;
-    rz[H + j] = z;
-    n[j] = c;
-    out[j] = c + z * (h[j] - c);
+    const float r = sigmoid_approx(load(gi[j]) + load(p[j]));
+    const float z = sigmoid_approx(load(gi[H + j]) + load(p[H + j]));
+    const float c = tanh_approx(load(gi[2 * H + j]) + r * load(p[2 * H + j]));
+    const float hj = load(h[j]);
+    store(rz[j], r);
+    store(rz[H + j], z);
+    store(n[j], c);
+    store(out[j], c + z * (hj - c));
   }
 }
 
 // One backward step's gradients for one row: g = dh + d_out (dL/dh at the step's output), then
 // dL/d(gh) and dL/d(gi): equal r and z parts, n parts g c_n r and g c_n with
 // c_n = (1 - z)(1 - n^2); h_prev: the state before the step.
-DIALOGLAB_CLONES
-void grads_backward(int64_t H, const float* __restrict dh, const float* __restrict d_out,
-                    const float* __restrict h_prev, const float* __restrict rz,
-                    const float* __restrict n, const float* __restrict gh,
-                    float* __restrict d_h, float* __restrict d_gh, float* __restrict d_gi) {
+template <typename S>
+DIALOGLAB_INLINE void grads_backward_row(int64_t H, const S* __restrict dh,
+                                         const S* __restrict d_out, const S* __restrict h_prev,
+                                         const S* __restrict rz, const S* __restrict n,
+                                         const S* __restrict gh, S* __restrict d_h,
+                                         S* __restrict d_gh, S* __restrict d_gi) {
   for (int64_t j = 0; j < H; ++j) {
-    const float g = dh[j] + d_out[j];
-    const float r = rz[j], z = rz[H + j], c = n[j];
+    const float g = load(dh[j]) + load(d_out[j]);
+    const float r = load(rz[j]), z = load(rz[H + j]), c = load(n[j]);
     const float d_n = g * ((1.0f - z) * (1.0f - c * c));
-    const float d_r = d_n * gh[2 * H + j] * (r * (1.0f - r));
-    const float d_z = g * ((h_prev[j] - c) * z) * (1.0f - z);
-    d_h[j] = g;
-    d_gh[j] = d_r;
-    d_gi[j] = d_r;
-    d_gh[H + j] = d_z;
-    d_gi[H + j] = d_z;
-    d_gh[2 * H + j] = d_n * r;
-    d_gi[2 * H + j] = d_n;
+    const float d_r = d_n * load(gh[2 * H + j]) * (r * (1.0f - r));
+    const float d_z = g * ((load(h_prev[j]) - c) * z) * (1.0f - z);
+    store(d_h[j], g);
+    store(d_gh[j], d_r);
+    store(d_gi[j], d_r);
+    store(d_gh[H + j], d_z);
+    store(d_gi[H + j], d_z);
+    store(d_gh[2 * H + j], d_n * r);
+    store(d_gi[2 * H + j], d_n);
   }
 }
 
 // dh = product + d_h * z for one row: the state gradient into the step before.
-DIALOGLAB_CLONES
-void state_grad(int64_t H, const float* __restrict product, const float* __restrict d_h,
-                const float* __restrict z, float* __restrict dh) {
-  for (int64_t j = 0; j < H; ++j) dh[j] = product[j] + d_h[j] * z[j];
+template <typename S>
+DIALOGLAB_INLINE void state_grad_row(int64_t H, const S* __restrict product,
+                                     const S* __restrict d_h, const S* __restrict z,
+                                     S* __restrict dh) {
+  for (int64_t j = 0; j < H; ++j) store(dh[j], load(product[j]) + load(d_h[j]) * load(z[j]));
+}
+
+#define DIALOGLAB_ROW_PASSES(S, suffix)                                                        \
+  DIALOGLAB_CLONES void gates_forward(int64_t H, const S* gi, const S* p, const S* h, S* gh,  \
+                                      S* rz, S* n, S* out) {                                 \
+    gates_forward_row<S>(H, gi, p, h, gh, rz, n, out);                                       \
+  }                                                                                            \
+  DIALOGLAB_CLONES void grads_backward(int64_t H, const S* dh, const S* d_out,                \
+                                       const S* h_prev, const S* rz, const S* n, const S* gh, \
+                                       S* d_h, S* d_gh, S* d_gi) {                            \
+    grads_backward_row<S>(H, dh, d_out, h_prev, rz, n, gh, d_h, d_gh, d_gi);                  \
+  }                                                                                            \
+  DIALOGLAB_CLONES void state_grad(int64_t H, const S* product, const S* d_h, const S* z,     \
+                                   S* dh) {                                                   \
+    state_grad_row<S>(H, product, d_h, z, dh);                                               \
+  }
+DIALOGLAB_ROW_PASSES(float, f32)
+DIALOGLAB_ROW_PASSES(uint16_t, bf16)
+#undef DIALOGLAB_ROW_PASSES
+
+// A tensor's data as the passes' storage type (float for fp32, uint16_t for bf16).
+template <typename S>
+S* storage(const Tensor& t) {
+  return static_cast<S*>(t.data_ptr());
 }
 
 // Rows [0, k) split over the intra-op threads (a few rows each at least).
@@ -160,9 +204,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
   Tensor w_hh_t = w_hh.t();
   Tensor h = h0;
   int64_t offset = 0;
-  // fp32: one pass per step for the gates (h0, gi and the outputs are contiguous here)
-  const bool fused = fused_gates && gi.scalar_type() == at::kFloat && gi.is_contiguous() &&
-                     h0.is_contiguous() && b_gh.is_contiguous();
+  // fp32 and bf16: one pass per step for the gates (h0, gi and the outputs are contiguous)
+  const bool bf16 = gi.scalar_type() == at::kBFloat16;
+  const bool fused = fused_gates && (bf16 || gi.scalar_type() == at::kFloat) &&
+                     gi.is_contiguous() && h0.is_contiguous() && b_gh.is_contiguous() &&
+                     h0.scalar_type() == gi.scalar_type() && b_gh.scalar_type() == gi.scalar_type();
   for (int64_t t = 0; t < T; ++t) {
     const int64_t k = active[t];
     Tensor h_next = hs.select(0, t);
@@ -177,19 +223,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
         product = at::addmm(b_gh, h.narrow(0, 0, k), w_hh_t);
       }
       product = product.stride(1) == 1 ? product : product.contiguous();
-      const float* p = product.const_data_ptr<float>();
-      const float* g = gi.const_data_ptr<float>() + offset * 3 * H;
-      const float* hp = h.const_data_ptr<float>();
-      float* o = h_next.data_ptr<float>();
-      float *gh_o = gh.data_ptr<float>() + offset * 3 * H, *rz_o = rz.data_ptr<float>() + offset * 2 * H;
-      float* n_o = n.data_ptr<float>() + offset * H;
       const int64_t ld_p = product.stride(0);
-      over_rows(k, [&](int64_t r0, int64_t r1) {
-        for (int64_t i = r0; i < r1; ++i) {
-          gates_forward(H, g + i * 3 * H, p + i * ld_p, hp + i * H, gh_o + i * 3 * H,
-                        rz_o + i * 2 * H, n_o + i * H, o + i * H);
-        }
-      });
+      auto step = [&](auto tag) {
+        using S = decltype(tag);
+        const S* p = storage<S>(product);
+        const S* g = storage<S>(gi) + offset * 3 * H;
+        const S* hp = storage<S>(h);
+        S* o = storage<S>(h_next);
+        S* gh_o = storage<S>(gh) + offset * 3 * H;
+        S* rz_o = storage<S>(rz) + offset * 2 * H;
+        S* n_o = storage<S>(n) + offset * H;
+        over_rows(k, [&](int64_t r0, int64_t r1) {
+          for (int64_t i = r0; i < r1; ++i) {
+            gates_forward(H, g + i * 3 * H, p + i * ld_p, hp + i * H, gh_o + i * 3 * H,
+                          rz_o + i * 2 * H, n_o + i * H, o + i * H);
+          }
+        });
+      };
+      if (bf16) {
+        step(uint16_t{});
+      } else {
+        step(float{});
+      }
       offset += k;
     } else if (k > 0) {
       Tensor gh_s = gh.narrow(0, offset, k), gi_s = gi.narrow(0, offset, k);
@@ -253,7 +308,11 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
     const Tensor& d_out_in, const Tensor& d_h_n, const Tensor& h0_in, const Tensor& hs,
     const Tensor& gh, const Tensor& rz, const Tensor& n, const Tensor& w_hh,
     at::IntArrayRef active, bool need_dh0, bool onednn) {
-  TORCH_CHECK(gh.scalar_type() == at::kFloat, "backward_loop_fused: fp32 only");
+  const bool bf16 = gh.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(bf16 || gh.scalar_type() == at::kFloat, "backward_loop_fused: fp32 or bf16");
+  for (const Tensor* t : {&d_out_in, &d_h_n, &h0_in, &hs, &rz, &n}) {
+    TORCH_CHECK(t->scalar_type() == gh.scalar_type(), "backward_loop_fused: mixed dtypes");
+  }
   const int64_t T = static_cast<int64_t>(active.size());
   const int64_t B = d_h_n.size(0), H = d_h_n.size(1), N = gh.size(0);
   const Tensor d_out = d_out_in.contiguous(), h0 = h0_in.contiguous();
@@ -269,33 +328,52 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
     const int64_t k = active[t];
     if (k == 0) continue;
     offset -= k;
-    const float* h_prev = (t == 0 ? h0 : states.select(0, t - 1)).const_data_ptr<float>();
-    const float* dh_p = dh.const_data_ptr<float>();
-    const float* do_p = d_out.select(0, t).const_data_ptr<float>();
-    const float* rz_p = rz_c.const_data_ptr<float>() + offset * 2 * H;
-    const float* n_p = n_c.const_data_ptr<float>() + offset * H;
-    const float* gh_p = gh_c.const_data_ptr<float>() + offset * 3 * H;
-    float* d_h_p = d_h.data_ptr<float>();
-    float* d_gh_p = d_gh.data_ptr<float>() + offset * 3 * H;
-    float* d_gi_p = d_gi.data_ptr<float>() + offset * 3 * H;
-    over_rows(k, [&](int64_t r0, int64_t r1) {
-      for (int64_t i = r0; i < r1; ++i) {
-        grads_backward(H, dh_p + i * H, do_p + i * H, h_prev + i * H, rz_p + i * 2 * H,
-                       n_p + i * H, gh_p + i * 3 * H, d_h_p + i * H, d_gh_p + i * 3 * H,
-                       d_gi_p + i * 3 * H);
-      }
-    });
+    const Tensor& before = t == 0 ? h0 : states.select(0, t - 1);  // the state before step t
+    auto gradients = [&](auto tag) {
+      using S = decltype(tag);
+      const S* h_prev = storage<S>(before);
+      const S* dh_p = storage<S>(dh);
+      const S* do_p = storage<S>(d_out.select(0, t));
+      const S* rz_p = storage<S>(rz_c) + offset * 2 * H;
+      const S* n_p = storage<S>(n_c) + offset * H;
+      const S* gh_p = storage<S>(gh_c) + offset * 3 * H;
+      S* d_h_p = storage<S>(d_h);
+      S* d_gh_p = storage<S>(d_gh) + offset * 3 * H;
+      S* d_gi_p = storage<S>(d_gi) + offset * 3 * H;
+      over_rows(k, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; ++i) {
+          grads_backward(H, dh_p + i * H, do_p + i * H, h_prev + i * H, rz_p + i * 2 * H,
+                         n_p + i * H, gh_p + i * 3 * H, d_h_p + i * H, d_gh_p + i * 3 * H,
+                         d_gi_p + i * 3 * H);
+        }
+      });
+    };
+    if (bf16) {
+      gradients(uint16_t{});
+    } else {
+      gradients(float{});
+    }
     if (offset == 0 && !need_dh0) break;  // its product would only flow into h0
     Tensor d_gh_s = d_gh.narrow(0, offset, k);
     Tensor product = onednn ? onednn_linear(d_gh_s, w_hh_t, std::nullopt) : at::mm(d_gh_s, w_hh);
     product = product.contiguous();
-    const float* prod_p = product.const_data_ptr<float>();
-    float* dh_out = dh.data_ptr<float>();  // rows [k, B) (padding) pass through unchanged
-    over_rows(k, [&](int64_t r0, int64_t r1) {
-      for (int64_t i = r0; i < r1; ++i) {
-        state_grad(H, prod_p + i * H, d_h_p + i * H, rz_p + i * 2 * H + H, dh_out + i * H);
-      }
-    });
+    auto state = [&](auto tag) {  // rows [k, B) of dh (padding) pass through unchanged
+      using S = decltype(tag);
+      const S* prod_p = storage<S>(product);
+      const S* d_h_p = storage<S>(d_h);
+      const S* z_p = storage<S>(rz_c) + offset * 2 * H + H;
+      S* dh_out = storage<S>(dh);
+      over_rows(k, [&](int64_t r0, int64_t r1) {
+        for (int64_t i = r0; i < r1; ++i) {
+          state_grad(H, prod_p + i * H, d_h_p + i * H, z_p + i * 2 * H, dh_out + i * H);
+        }
+      });
+    };
+    if (bf16) {
+      state(uint16_t{});
+    } else {
+      state(float{});
+    }
   }
   return {d_gh, d_gi, dh};
 }
