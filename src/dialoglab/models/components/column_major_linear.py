@@ -92,14 +92,7 @@ class ColumnMajorLinear(nn.Module):
                 nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            onednn.ENABLED
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight_t.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")
-            and x.numel() > 0
-        ):
+        if onednn.applies(x, self.weight_t):
             return ColumnMajorLinearFunction.apply(x, self.weight_t, self.bias)
         return F.linear(x, self.weight, self.bias)
 

@@ -173,6 +173,17 @@ S* storage(const Tensor& t) {
   return static_cast<S*>(t.data_ptr());
 }
 
+// f(uint16_t{}) for bf16 tensors, f(float{}) for fp32: a generic lambda run with the passes'
+// storage type.
+template <typename F>
+void with_storage(bool bf16, const F& f) {
+  if (bf16) {
+    f(uint16_t{});
+  } else {
+    f(float{});
+  }
+}
+
 // Rows [0, k) split over the intra-op threads (a few rows each at least).
 template <typename F>
 void over_rows(int64_t k, const F& f) {
@@ -240,11 +251,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
           }
         });
       };
-      if (bf16) {
-        step(uint16_t{});
-      } else {
-        step(float{});
-      }
+      with_storage(bf16, step);
       offset += k;
     } else if (k > 0) {
       Tensor gh_s = gh.narrow(0, offset, k), gi_s = gi.narrow(0, offset, k);
@@ -348,11 +355,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
         }
       });
     };
-    if (bf16) {
-      gradients(uint16_t{});
-    } else {
-      gradients(float{});
-    }
+    with_storage(bf16, gradients);
     if (offset == 0 && !need_dh0) break;  // its product would only flow into h0
     Tensor d_gh_s = d_gh.narrow(0, offset, k);
     Tensor product = onednn ? onednn_linear(d_gh_s, w_hh_t, std::nullopt) : at::mm(d_gh_s, w_hh);
@@ -369,11 +372,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
         }
       });
     };
-    if (bf16) {
-      state(uint16_t{});
-    } else {
-      state(float{});
-    }
+    with_storage(bf16, state);
   }
   return {d_gh, d_gi, dh};
 }

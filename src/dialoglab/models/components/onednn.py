@@ -84,17 +84,22 @@ class LinearFunction(torch.autograd.Function):
         return dx, dw, db
 
 
+def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a linear layer's products on x go through oneDNN here: fp32 input and weight on
+    the CPU, no autocast, a non-empty input, oneDNN enabled."""
+    return (
+        ENABLED
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and x.numel() > 0
+    )
+
+
 def linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     """`layer(x)` for an nn.Linear, through `LinearFunction` where oneDNN applies (fp32 on the
     CPU, no autocast); any other module (a quantized copy, say) is simply called."""
-    if (
-        ENABLED
-        and type(layer) is nn.Linear
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and layer.weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-        and x.numel() > 0
-    ):
+    if type(layer) is nn.Linear and applies(x, layer.weight):
         return LinearFunction.apply(x, layer.weight, layer.bias)
     return layer(x)
