@@ -6,14 +6,14 @@
 // the first active[t] rows are real). Everything is in the compute dtype.
 //
 // In fp32 and bf16 each step's gate maths is one pass over the rows (`gates_forward`,
-// `grads_backward`) instead of five or six ATen kernels: at gru_attn's sizes (64 rows of 500) a step's kernels
-// cost more in launching and re-reading memory than in arithmetic. Their exp and tanh are
-// Cephes' single-precision formulas (within a few float ulps of libm), written as branch-free
-// code that the compiler vectorises; on x86-64 Linux the functions are built for AVX-512, AVX2
-// and baseline x86-64 and the CPU picks one at load time (GCC/Clang `target_clones`).
+// `grads_backward`) instead of five or six ATen kernels: at gru_attn's sizes (64 rows of 500)
+// a step's kernels cost more in launching and re-reading memory than in arithmetic. Their exp
+// and tanh are Cephes' single-precision formulas, written as branch-free code that the compiler
+// vectorises; on x86-64 Linux the functions are built for AVX-512, AVX2 and baseline x86-64 and
+// the CPU picks one at load time (GCC/Clang `target_clones`). The passes run on the calling
+// thread (the extension is built without OpenMP; the matmuls between them use both threads).
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -184,12 +184,6 @@ void with_storage(bool bf16, const F& f) {
   }
 }
 
-// Rows [0, k) split over the intra-op threads (a few rows each at least).
-template <typename F>
-void over_rows(int64_t k, const F& f) {
-  at::parallel_for(0, k, 8, [&](int64_t r0, int64_t r1) { f(r0, r1); });
-}
-
 // x @ w^T + b through oneDNN's fp32 matmul (torch.ops.mkldnn._linear_pointwise).
 Tensor onednn_linear(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b) {
   static auto op =
@@ -224,52 +218,41 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
     const int64_t k = active[t];
     Tensor h_next = hs.select(0, t);
     if (k < B) h_next.narrow(0, k, B - k).copy_(h.narrow(0, k, B - k));  // padding passes
-    if (k > 0 && fused) {
-      Tensor product;
+    if (k > 0) {
+      Tensor h_k = h.narrow(0, 0, k);
+      Tensor product;  // (k, 3H): h W_hh^T + b_gh
       if (zero_state && offset == 0) {
         product = b_gh.expand({k, 3 * H});  // no row has stepped: h = 0
       } else if (onednn) {
-        product = onednn_linear(h.narrow(0, 0, k), w_hh, b_gh);
+        product = onednn_linear(h_k, w_hh, b_gh);
       } else {
-        product = at::addmm(b_gh, h.narrow(0, 0, k), w_hh_t);
+        product = at::addmm(b_gh, h_k, w_hh_t);
       }
-      product = product.stride(1) == 1 ? product : product.contiguous();
-      const int64_t ld_p = product.stride(0);
-      auto step = [&](auto tag) {
-        using S = decltype(tag);
-        const S* p = storage<S>(product);
-        const S* g = storage<S>(gi) + offset * 3 * H;
-        const S* hp = storage<S>(h);
-        S* o = storage<S>(h_next);
-        S* gh_o = storage<S>(gh) + offset * 3 * H;
-        S* rz_o = storage<S>(rz) + offset * 2 * H;
-        S* n_o = storage<S>(n) + offset * H;
-        over_rows(k, [&](int64_t r0, int64_t r1) {
-          for (int64_t i = r0; i < r1; ++i) {
+      if (fused) {
+        product = product.stride(1) == 1 ? product : product.contiguous();
+        const int64_t ld_p = product.stride(0);  // 0 for the broadcast bias row
+        with_storage(bf16, [&](auto tag) {
+          using S = decltype(tag);
+          const S *p = storage<S>(product), *g = storage<S>(gi) + offset * 3 * H;
+          const S* hp = storage<S>(h);
+          S *o = storage<S>(h_next), *gh_o = storage<S>(gh) + offset * 3 * H;
+          S *rz_o = storage<S>(rz) + offset * 2 * H, *n_o = storage<S>(n) + offset * H;
+          for (int64_t i = 0; i < k; ++i) {
             gates_forward(H, g + i * 3 * H, p + i * ld_p, hp + i * H, gh_o + i * 3 * H,
                           rz_o + i * 2 * H, n_o + i * H, o + i * H);
           }
         });
-      };
-      with_storage(bf16, step);
-      offset += k;
-    } else if (k > 0) {
-      Tensor gh_s = gh.narrow(0, offset, k), gi_s = gi.narrow(0, offset, k);
-      Tensor h_k = h.narrow(0, 0, k);
-      if (zero_state && offset == 0) {
-        gh_s.copy_(b_gh.expand({k, 3 * H}));  // no row has stepped: h = 0
-      } else if (onednn) {
-        gh_s.copy_(onednn_linear(h_k, w_hh, b_gh));
       } else {
-        at::addmm_out(gh_s, b_gh, h_k, w_hh_t);
+        Tensor gh_s = gh.narrow(0, offset, k), gi_s = gi.narrow(0, offset, k);
+        gh_s.copy_(product);
+        Tensor rz_s = rz.narrow(0, offset, k);
+        at::sigmoid_out(rz_s, gi_s.narrow(1, 0, 2 * H) + gh_s.narrow(1, 0, 2 * H));
+        Tensor r = rz_s.narrow(1, 0, H), z = rz_s.narrow(1, H, H);
+        Tensor n_s = n.narrow(0, offset, k);
+        at::tanh_out(n_s, at::addcmul(gi_s.narrow(1, 2 * H, H), r, gh_s.narrow(1, 2 * H, H)));
+        Tensor out = h_next.narrow(0, 0, k);
+        at::lerp_out(out, n_s, h_k, z);  // n + z (h - n)
       }
-      Tensor rz_s = rz.narrow(0, offset, k);
-      at::sigmoid_out(rz_s, gi_s.narrow(1, 0, 2 * H) + gh_s.narrow(1, 0, 2 * H));
-      Tensor r = rz_s.narrow(1, 0, H), z = rz_s.narrow(1, H, H);
-      Tensor n_s = n.narrow(0, offset, k);
-      at::tanh_out(n_s, at::addcmul(gi_s.narrow(1, 2 * H, H), r, gh_s.narrow(1, 2 * H, H)));
-      Tensor out = h_next.narrow(0, 0, k);
-      at::lerp_out(out, n_s, h_k, z);  // n + z (h - n)
       offset += k;
     }
     h = h_next;
@@ -307,7 +290,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop(
   return {d_gh, d_h, dh};
 }
 
-// The backward loop in fp32, the gate gradients computed step by step from the forward's saved
+// The backward loop in fp32 or bf16, the gate gradients computed step by step from the forward's saved
 // r|z (N, 2H), n (N, H) and gh (N, 3H) and the states h0 (B, H), hs (T, B, H), so no (N, 3, H)
 // coefficient buffer is built first. Returns d_gh (N, 3H), d_gi (N, 3H) (dL/d(x W_ih^T + b))
 // and dh (B, H), the state gradient into h0 (only meaningful with need_dh0).
@@ -336,7 +319,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
     if (k == 0) continue;
     offset -= k;
     const Tensor& before = t == 0 ? h0 : states.select(0, t - 1);  // the state before step t
-    auto gradients = [&](auto tag) {
+    with_storage(bf16, [&](auto tag) {
       using S = decltype(tag);
       const S* h_prev = storage<S>(before);
       const S* dh_p = storage<S>(dh);
@@ -347,32 +330,26 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
       S* d_h_p = storage<S>(d_h);
       S* d_gh_p = storage<S>(d_gh) + offset * 3 * H;
       S* d_gi_p = storage<S>(d_gi) + offset * 3 * H;
-      over_rows(k, [&](int64_t r0, int64_t r1) {
-        for (int64_t i = r0; i < r1; ++i) {
-          grads_backward(H, dh_p + i * H, do_p + i * H, h_prev + i * H, rz_p + i * 2 * H,
-                         n_p + i * H, gh_p + i * 3 * H, d_h_p + i * H, d_gh_p + i * 3 * H,
-                         d_gi_p + i * 3 * H);
-        }
-      });
-    };
-    with_storage(bf16, gradients);
+      for (int64_t i = 0; i < k; ++i) {
+        grads_backward(H, dh_p + i * H, do_p + i * H, h_prev + i * H, rz_p + i * 2 * H,
+                       n_p + i * H, gh_p + i * 3 * H, d_h_p + i * H, d_gh_p + i * 3 * H,
+                       d_gi_p + i * 3 * H);
+      }
+    });
     if (offset == 0 && !need_dh0) break;  // its product would only flow into h0
     Tensor d_gh_s = d_gh.narrow(0, offset, k);
     Tensor product = onednn ? onednn_linear(d_gh_s, w_hh_t, std::nullopt) : at::mm(d_gh_s, w_hh);
     product = product.contiguous();
-    auto state = [&](auto tag) {  // rows [k, B) of dh (padding) pass through unchanged
+    with_storage(bf16, [&](auto tag) {  // rows [k, B) of dh (padding) pass through unchanged
       using S = decltype(tag);
       const S* prod_p = storage<S>(product);
       const S* d_h_p = storage<S>(d_h);
       const S* z_p = storage<S>(rz_c) + offset * 2 * H + H;
       S* dh_out = storage<S>(dh);
-      over_rows(k, [&](int64_t r0, int64_t r1) {
-        for (int64_t i = r0; i < r1; ++i) {
-          state_grad(H, prod_p + i * H, d_h_p + i * H, z_p + i * 2 * H, dh_out + i * H);
-        }
-      });
-    };
-    with_storage(bf16, state);
+      for (int64_t i = 0; i < k; ++i) {
+        state_grad(H, prod_p + i * H, d_h_p + i * H, z_p + i * 2 * H, dh_out + i * H);
+      }
+    });
   }
   return {d_gh, d_gi, dh};
 }
