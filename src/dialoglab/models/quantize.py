@@ -34,6 +34,7 @@ place (its `.net` is replaced) and returned; `weights_of(model)` says what it ho
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -93,22 +94,30 @@ def int8_available() -> bool:
     return not _int8_problem()
 
 
+def _replace_layers(net: nn.Module, kind: type, convert: Callable[[Any], nn.Module]) -> nn.Module:
+    """Replace every submodule of type `kind` by `convert(it)`, in place."""
+    for name, child in list(net.named_children()):
+        if isinstance(child, kind):
+            setattr(net, name, convert(child))
+        else:
+            _replace_layers(child, kind, convert)
+    return net
+
+
 def conv1d_to_linear(net: nn.Module) -> nn.Module:
     """Replace every Hugging Face `Conv1D` (y = x W + b, W of shape (in, out)) by the equal
     `nn.Linear` (weight W^T), in place."""
     from transformers.pytorch_utils import Conv1D
 
-    for name, child in list(net.named_children()):
-        if isinstance(child, Conv1D):
-            n_in, n_out = child.weight.shape
-            linear = nn.Linear(n_in, n_out, device=child.weight.device, dtype=child.weight.dtype)
-            with torch.no_grad():
-                linear.weight.copy_(child.weight.t())
-                linear.bias.copy_(child.bias)
-            setattr(net, name, linear)
-        else:
-            conv1d_to_linear(child)
-    return net
+    def to_linear(conv: Any) -> nn.Linear:
+        n_in, n_out = conv.weight.shape
+        linear = nn.Linear(n_in, n_out, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(conv.weight.t())
+            linear.bias.copy_(conv.bias)
+        return linear
+
+    return _replace_layers(net, Conv1D, to_linear)
 
 
 def column_major_to_linear(net: nn.Module) -> nn.Module:
@@ -116,12 +125,7 @@ def column_major_to_linear(net: nn.Module) -> nn.Module:
     place: the layer type that dynamic quantization converts."""
     from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 
-    for name, child in list(net.named_children()):
-        if isinstance(child, ColumnMajorLinear):
-            setattr(net, name, child.to_linear())
-        else:
-            column_major_to_linear(child)
-    return net
+    return _replace_layers(net, ColumnMajorLinear, ColumnMajorLinear.to_linear)
 
 
 def _int8(net: nn.Module, family: str) -> nn.Module:
