@@ -103,12 +103,14 @@ def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
     nets["fp32_aten_gates"] = copy.deepcopy(net)
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
 
+    setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
+
     def step(name: str) -> float:
-        fused_gru.FUSED_GATES = name != "fp32_aten_gates"
+        fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
         try:
             return our_step(nets[name], optimizers[name], batch, "bf16" in name)
         finally:
-            fused_gru.FUSED_GATES = True
+            fused_gru.FUSED_GATES = setting
 
     times = time_interleaved(
         {name: (lambda name=name: step(name)) for name in nets},
@@ -193,25 +195,41 @@ def paired_saving(all_times: dict[str, list[float]], slower: str, faster: str) -
     return median([a - b for a, b in zip(all_times[slower], all_times[faster], strict=True)])
 
 
-def _w_o_layout_rows(
-    times: dict[str, float], all_times: dict[str, list[float]], key: str, label: str
+def _saving_rows(
+    times: dict[str, float],
+    all_times: dict[str, list[float]],
+    key: str,
+    without: str,
+    label: str,
+    saving: str,
+    note: str,
 ) -> list[Figure]:
-    """The step with W_o an nn.Linear, and what storing its weight (in, out) saves."""
-    plain = times[f"{key}_linear_w_o"]
+    """The `key` step timed without one of its speed-ups (contender `without`, row
+    "gru_attn step {label}") and the time that speed-up saves (row "{saving} ({key} step)")."""
     return [
+        Figure(f"gru_attn step {label}", round(times[without] * 1e3, 1), "ms", note=note),
         Figure(
-            f"gru_attn step {label} with W_o stored (out, in)",
-            round(plain * 1e3, 1),
-            "ms",
-            note="decoder.W_o an nn.Linear instead of models/components/column_major_linear.py",
-        ),
-        Figure(
-            f"W_o stored (in, out): time saved ({key} step)",
-            round(paired_saving(all_times, f"{key}_linear_w_o", key) * 1e3, 1),
+            f"{saving} ({key} step)",
+            round(paired_saving(all_times, without, key) * 1e3, 1),
             "ms",
             note="median of the per-round differences",
         ),
     ]
+
+
+def _w_o_layout_rows(
+    times: dict[str, float], all_times: dict[str, list[float]], key: str, label: str
+) -> list[Figure]:
+    """The step with W_o an nn.Linear, and what storing its weight (in, out) saves."""
+    return _saving_rows(
+        times,
+        all_times,
+        key,
+        f"{key}_linear_w_o",
+        f"{label} with W_o stored (out, in)",
+        "W_o stored (in, out): time saved",
+        "decoder.W_o an nn.Linear instead of models/components/column_major_linear.py",
+    )
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -273,17 +291,14 @@ def run(quick: bool = False) -> list[Figure]:
         ),
         *_nn_gru_rows(times, "fp32", "fp32"),
         *_w_o_layout_rows(times, all_times, "fp32", "fp32"),
-        Figure(
-            "gru_attn step fp32 with ATen gate ops",
-            round(times["fp32_aten_gates"] * 1e3, 1),
-            "ms",
-            note="fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
-        ),
-        Figure(
-            "fused gate passes: time saved (fp32 step)",
-            round(paired_saving(all_times, "fp32_aten_gates", "fp32") * 1e3, 1),
-            "ms",
-            note="median of the per-round differences",
+        *_saving_rows(
+            times,
+            all_times,
+            "fp32",
+            "fp32_aten_gates",
+            "fp32 with ATen gate ops",
+            "fused gate passes: time saved",
+            "fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
         ),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
