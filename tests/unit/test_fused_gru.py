@@ -46,6 +46,25 @@ def _grads(outputs, h_n, g_out, g_h, inputs):
     return torch.autograd.grad(loss, inputs)
 
 
+def _assert_matches_nn_gru(rnn, x, h0, lengths, tol, grad_tol):
+    """fused_gru's outputs, final states and gradients (inputs, h0 when given, every weight)
+    equal nn.GRU's within tol = (rtol, atol) and grad_tol; returns fused_gru's outputs."""
+    ref_out, ref_h = _reference(rnn, x, h0, lengths)
+    out, h_n = fused_gru(rnn, x, h0, lengths)
+    torch.testing.assert_close(out, ref_out, rtol=tol[0], atol=tol[1])
+    torch.testing.assert_close(h_n, ref_h, rtol=tol[0], atol=tol[1])
+    g_out, g_h = torch.randn_like(out), torch.randn_like(h_n)
+    named = [("x", x), *([("h0", h0)] if h0 is not None else []), *rnn.named_parameters()]
+    inputs = [tensor for _, tensor in named]
+    expected = _grads(ref_out, ref_h, g_out, g_h, inputs)
+    got = _grads(out, h_n, g_out, g_h, inputs)
+    for (name, _), a, b in zip(named, got, expected, strict=True):
+        torch.testing.assert_close(
+            a, b, rtol=grad_tol[0], atol=grad_tol[1], msg=f"gradient of {name}"
+        )
+    return out
+
+
 # None: no padding; unsorted lengths; sorted lengths that all stop before T (idle last steps)
 LENGTHS = {"none": None, "unsorted": [T, 1, 4, T - 1, 2], "short": [T - 2, T - 2, 3, 1, 1]}
 
@@ -60,20 +79,9 @@ def test_matches_nn_gru_outputs_states_and_gradients(bidirectional, layers, pack
     x = torch.randn(B, T, I, requires_grad=True)
     h0 = torch.randn(layers * D, B, H, requires_grad=True)
     lengths = torch.tensor(LENGTHS[packed]) if LENGTHS[packed] else None
-    ref_out, ref_h = _reference(rnn, x, h0, lengths)
-    out, h_n = fused_gru(rnn, x, h0, lengths)
-    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(h_n, ref_h, rtol=1e-5, atol=1e-6)
+    out = _assert_matches_nn_gru(rnn, x, h0, lengths, (1e-5, 1e-6), (1e-4, 1e-5))
     if lengths is not None:  # padding outputs are exactly 0, as pad_packed_sequence leaves them
         assert all(out[b, n:].abs().max() == 0 for b, n in enumerate(lengths.tolist()) if n < T)
-    g_out, g_h = torch.randn_like(out), torch.randn_like(h_n)
-    inputs = [x, h0, *rnn.parameters()]
-    expected = _grads(ref_out, ref_h, g_out, g_h, inputs)
-    got = _grads(out, h_n, g_out, g_h, inputs)
-    for name, a, b in zip(
-        ["x", "h0"] + [n for n, _ in rnn.named_parameters()], got, expected, strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
 
 
 @pytest.mark.parametrize("hidden", [16, 100])
@@ -88,16 +96,7 @@ def test_matches_nn_gru_at_vector_widths_and_saturated_gates(hidden):
             weight.mul_(torch.linspace(0.1, 8.0, weight.numel()).view_as(weight))
     x = (4 * torch.randn(3, 4, hidden)).requires_grad_()
     lengths = torch.tensor([4, 2, 3])
-    ref_out, ref_h = _reference(rnn, x, None, lengths)
-    out, h_n = fused_gru(rnn, x, None, lengths)
-    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(h_n, ref_h, rtol=1e-4, atol=1e-5)
-    g_out, g_h = torch.randn_like(out), torch.randn_like(h_n)
-    inputs = [x, *rnn.parameters()]
-    expected = _grads(ref_out, ref_h, g_out, g_h, inputs)
-    got = _grads(out, h_n, g_out, g_h, inputs)
-    for a, b in zip(got, expected, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    _assert_matches_nn_gru(rnn, x, None, lengths, (1e-4, 1e-5), (1e-4, 1e-4))
 
 
 @pytest.mark.parametrize("packed", LENGTHS)
@@ -108,18 +107,7 @@ def test_zero_initial_state_skips_work_but_not_results(packed):
     rnn = nn.GRU(I, H, num_layers=2, batch_first=True, bidirectional=True)
     x = torch.randn(B, T, I, requires_grad=True)
     lengths = torch.tensor(LENGTHS[packed]) if LENGTHS[packed] else None
-    ref_out, ref_h = _reference(rnn, x, None, lengths)
-    out, h_n = fused_gru(rnn, x, None, lengths)
-    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(h_n, ref_h, rtol=1e-5, atol=1e-6)
-    g_out, g_h = torch.randn_like(out), torch.randn_like(h_n)
-    inputs = [x, *rnn.parameters()]
-    expected = _grads(ref_out, ref_h, g_out, g_h, inputs)
-    got = _grads(out, h_n, g_out, g_h, inputs)
-    for name, a, b in zip(
-        ["x"] + [n for n, _ in rnn.named_parameters()], got, expected, strict=True
-    ):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
+    _assert_matches_nn_gru(rnn, x, None, lengths, (1e-5, 1e-6), (1e-4, 1e-5))
 
 
 def test_gradcheck_in_double_precision_math():
