@@ -5,10 +5,10 @@ stored (out, in), as nn.Linear stores it, the weight gradient has a transposed l
 which neither MKL nor oneDNN runs near peak on the CPU. Held as W^T (in, out) instead, the
 gradient of that storage is x^T dy, and all three products go through oneDNN with a row-major
 left operand (`onednn.py`); only x^T is copied, which is small when `in` is. For gru_attn's
-output layer (500 -> 8,000) the fp32 training step gets ~20 ms faster on 2 CPU cores:
-`python -m dialoglab.bench --only utilisation`, rows "gru_attn step fp32" and "... with W_o
-stored (out, in)". The parameter is contiguous, so fused Adam stays on its fast path (a
-transposed *view* as the parameter makes its step ~4x slower).
+output layer (500 -> 8,000) the fp32 training step got 23-30 ms faster on 2 CPU cores
+(`python -m dialoglab.bench --only utilisation`, row "W_o stored (in, out): time saved (fp32
+step)"; neutral under bf16 autocast). The parameter is contiguous, so fused Adam stays on its
+fast path (with a transposed *view* as the parameter it runs several times slower).
 
 Everything else sees an nn.Linear: `weight` is the (out, in) view of the same storage, the
 state dict holds `weight` (out, in), so checkpoints and `save_pretrained` files are the same as

@@ -27,11 +27,11 @@ The two time loops also exist in C++ (`fused_gru_loops.cpp`: the same ATen ops i
 order, without Python between them), built on first use by torch.utils.cpp_extension (or by
 `make install`) and used when they load; `DIALOGLAB_COMPILED_GRU=0` keeps the Python loops.
 In fp32 and bf16 the C++ loops do each step's gate maths in one vectorised pass (computing in
-fp32, bf16 results rounded once) instead of five or six ATen kernels, and backward computes the gate gradients inside its loop from the saved r, z, n
-and gh (no coefficient buffer first): ~12-25 ms off the full-size gru_attn fp32 step on 2
-cores (`python -m dialoglab.bench --only utilisation`, row "fused gate passes: time saved").
-`FUSED_GATES = False` (or `DIALOGLAB_FUSED_GATES=0`) keeps the ATen kernels. The tests run
-every case in all three ways.
+fp32, bf16 results rounded once) instead of five or six ATen kernels, and backward computes the
+gate gradients inside its loop from the saved r, z, n and gh (no coefficient buffer first):
+5-17 ms off the full-size gru_attn fp32 step on 2 cores (`python -m dialoglab.bench --only
+utilisation`, row "fused gate passes: time saved"). `FUSED_GATES = False` (or
+`DIALOGLAB_FUSED_GATES=0`) keeps the ATen kernels. The tests run every case in all three ways.
 Shapes: T time steps, B batch, I input size, H hidden size; time-major inside this file.
 """
 
