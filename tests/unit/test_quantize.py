@@ -99,10 +99,15 @@ def test_quantized_replies_match_fp32(trained: Seq2SeqModule, mode: str, toleran
 
 @needs_int8
 def test_int8_converts_linear_and_rnn_layers(trained: Seq2SeqModule) -> None:
+    from dialoglab.models.components.fused_gru import compiled_loops
+    from dialoglab.models.components.int8_gru import Int8DecoderStep, Int8GRU
+
     qdynamic = torch.ao.nn.quantized.dynamic
     net = quantize_model(copy.deepcopy(trained), "int8").net
     assert isinstance(net.decoder.W_o, qdynamic.Linear)
-    assert isinstance(net.encoder.rnn, qdynamic.GRU) and isinstance(net.decoder.rnn, qdynamic.GRU)
+    # torch.ao's int8 GRU weights, run by Int8GRU; the decoder's one-token steps in C++
+    assert isinstance(net.encoder.rnn, Int8GRU) and isinstance(net.decoder.rnn, Int8GRU)
+    assert isinstance(net.decoder.step_kernel, Int8DecoderStep) == compiled_loops()
     assert not any(type(m) in (torch.nn.Linear, torch.nn.GRU) for m in net.modules())
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,31 +49,42 @@ from dialoglab.models.components import onednn
 from dialoglab.models.components.dropout import dropout
 
 log = logging.getLogger(__name__)
-LOOPS_SOURCE = Path(__file__).with_name("fused_gru_loops.cpp")
+# The extension: the training loops, and int8 inference (models/components/int8_gru.py); both
+# include the gate passes of gru_gates.h.
+_HERE = Path(__file__).parent
+LOOPS_SOURCES = [_HERE / "fused_gru_loops.cpp", _HERE / "int8_decoding.cpp"]
+LOOPS_HEADER = _HERE / "gru_gates.h"
 _loops_state: dict[str, bool] = {}  # "loaded": whether the C++ loops are usable (once tried)
 
 
 def compiled_loops() -> bool:
     """Build (once per machine and torch version, ~30 s; cached by torch.utils.cpp_extension)
-    and load the C++ time loops of `fused_gru_loops.cpp`. False where that is not possible (no
-    compiler, `DIALOGLAB_COMPILED_GRU=0`): the Python loops below do the same work then."""
+    and load the C++ time loops of `fused_gru_loops.cpp` and `int8_decoding.cpp`. False where
+    that is not possible (no compiler, `DIALOGLAB_COMPILED_GRU=0`): the Python loops do the
+    same work then."""
     if "loaded" not in _loops_state:
         _loops_state["loaded"] = False
         if os.environ.get("DIALOGLAB_COMPILED_GRU", "1") == "0":
             return False
         try:
+            import hashlib
+
             from torch.utils.cpp_extension import load
 
-            if not hasattr(torch.ops.dialoglab_gru, "forward_loop"):
-                log.info("building the fused GRU's C++ loops (once; ~30 s)")
+            # The build cache is keyed on the sources and flags; the header's digest as a flag
+            # rebuilds it when only the header changed.
+            header = hashlib.sha1(LOOPS_HEADER.read_bytes()).hexdigest()[:16]
+            if not hasattr(torch.ops.dialoglab_gru, "int8_forward_loop"):
+                log.info("building the fused GRU's C++ loops (once; ~40 s)")
                 load(
                     "dialoglab_fused_gru_loops",
-                    sources=[str(LOOPS_SOURCE)],
+                    sources=[str(path) for path in LOOPS_SOURCES],
                     extra_cflags=[
                         "-O3",
                         "-fno-math-errno",
                         "-fno-trapping-math",
                         "-ffp-contract=off",
+                        f"-DDIALOGLAB_GATES_HEADER={header}",
                     ],
                     is_python_module=False,
                 )
@@ -104,7 +116,7 @@ def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
-def _pack(x: torch.Tensor, active: list[int]) -> torch.Tensor:
+def pack_steps(x: torch.Tensor, active: list[int]) -> torch.Tensor:
     """(T, B, F) time-major -> (N, F): the real rows of every step, step after step (the layout
     of a PackedSequence's data; a view when no row is padding)."""
     T, B = x.shape[:2]
@@ -115,7 +127,7 @@ def _pack(x: torch.Tensor, active: list[int]) -> torch.Tensor:
 
 
 def _unpack(packed: torch.Tensor, active: list[int], B: int) -> torch.Tensor:
-    """`_pack`'s inverse: (N, F) -> (T, B, F) with zeros on padding."""
+    """`pack_steps`'s inverse: (N, F) -> (T, B, F) with zeros on padding."""
     T = len(active)
     if all(k == B for k in active):
         return packed.view(T, B, -1)
@@ -125,6 +137,16 @@ def _unpack(packed: torch.Tensor, active: list[int], B: int) -> torch.Tensor:
         out[t, :k] = packed[offset : offset + k]
         offset += k
     return out
+
+
+def zero_padding(hs: torch.Tensor, active: list[int], n_real: int) -> torch.Tensor:
+    """States (T, B, H) as outputs: 0 on padding (rows [active[t]:] of step t)."""
+    T, B = hs.shape[:2]
+    if n_real == T * B:
+        return hs
+    running = torch.tensor(active, device=hs.device).unsqueeze(1)  # (T, 1)
+    real = torch.arange(B, device=hs.device) < running  # (T, B)
+    return hs * real.unsqueeze(-1)  # (T, B, H)
 
 
 class GRULayerFunction(torch.autograd.Function):
@@ -155,7 +177,7 @@ class GRULayerFunction(torch.autograd.Function):
             b_gh = torch.cat([b_hh.new_zeros(2 * H), b_hh[2 * H :]]).to(cd)
             w_ih_c, w_hh_c = w_ih.to(cd), w_hh.to(cd)  # cast once (kept for backward), or as is
             w_ih_t, w_hh_t = w_ih_c.t(), w_hh_c.t()  # (I, 3H), (H, 3H): transposed views
-            x_p = _pack(x, active).to(cd)  # (N, I)
+            x_p = pack_steps(x, active).to(cd)  # (N, I)
             gi = onednn.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
             N = gi.size(0)
             if compiled_loops():  # the loop below, in C++
@@ -192,11 +214,7 @@ class GRULayerFunction(torch.autograd.Function):
             if active_loop:
                 gh = torch.cat(gh_steps) if gh_steps else gi.new_empty(0, 3 * H)  # (N, 3H)
             h = hs[-1]
-            outputs = hs
-            if N < T * B:  # padding outputs are 0
-                running = torch.tensor(active, device=x.device).unsqueeze(1)  # (T, 1)
-                real = torch.arange(B, device=x.device) < running  # (T, B)
-                outputs = hs * real.unsqueeze(-1)  # (T, B, H)
+            outputs = zero_padding(hs, active, N)
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(x_p, h0, w_ih_c, w_hh_c, rz, n, gh, hs)
             ctx.active, ctx.compute_dtype, ctx.x_dtype = active, compute_dtype, x.dtype
@@ -209,7 +227,7 @@ class GRULayerFunction(torch.autograd.Function):
         active, cd, wd = ctx.active, ctx.compute_dtype, ctx.w_dtype
         B = hs.size(1)
         with torch.autocast("cpu", enabled=False):
-            h_prev = _pack(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
+            h_prev = pack_steps(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
             d_out = d_outputs.to(cd)
             if compiled_loops() and _fused_gates(cd):  # gate gradients inside the C++ loop
                 d_gh, d_gi, dh = torch.ops.dialoglab_gru.backward_loop_fused(
@@ -311,13 +329,38 @@ def fused_gru(
     outputs are 0, h_n is each sequence's state at its last real token), or `rnn(x, h0)`
     without lengths. Dropout between layers follows rnn.dropout in training mode.
     """
+    compute_dtype = _compute_dtype(rnn.weight_hh_l0)
+
+    def layer(
+        suffix: str, x: torch.Tensor, h0: torch.Tensor, active: list[int], zero_state: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = [getattr(rnn, f"{name}{suffix}") for name in _PARAM_NAMES]
+        return GRULayerFunction.apply(x, h0, *weights, active, compute_dtype, zero_state)
+
+    return run_layers(rnn, layer, x, h0, lengths, rnn.weight_hh_l0.dtype)
+
+
+LayerFn = Callable[[str, torch.Tensor, torch.Tensor, list[int], bool], tuple[torch.Tensor, ...]]
+
+
+def run_layers(
+    rnn: nn.Module,
+    layer: LayerFn,
+    x: torch.Tensor,
+    h0: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    state_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fused_gru`'s driver, for any GRU-like `rnn` (hidden_size, num_layers, bidirectional,
+    dropout): rows sorted by length, then per layer and direction `layer(suffix, x (T, B, I),
+    h0 (B, H), active, zero_state) -> (outputs (T, B, H), h_n (B, H))`, where suffix names the
+    weights as nn.GRU does (`_l0`, `_l0_reverse`, ...)."""
     B, T, _ = x.shape
     H, L = rnn.hidden_size, rnn.num_layers
     D = 2 if rnn.bidirectional else 1
-    compute_dtype = _compute_dtype(rnn.weight_hh_l0)
     zero_state = h0 is None
     if zero_state:
-        h0 = x.new_zeros(L * D, B, H, dtype=rnn.weight_hh_l0.dtype)
+        h0 = x.new_zeros(L * D, B, H, dtype=state_dtype)
     active, restore = [B] * T, None  # rows that take a step at each time step
     if lengths is not None:
         # Rows sorted by length (longest first), as packing does: at each step the rows still
@@ -331,19 +374,16 @@ def fused_gru(
             x, h0, restore = x.index_select(0, order), h0.index_select(1, order), order.argsort()
     layer_input = x.transpose(0, 1).contiguous()  # (T, B, I)
     finals = []
-    for layer in range(L):
-        if layer > 0 and rnn.dropout > 0 and rnn.training:
+    for index in range(L):
+        if index > 0 and rnn.dropout > 0 and rnn.training:
             layer_input = dropout(layer_input, rnn.dropout)
         outputs = []
         for direction in range(D):
-            suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            weights = [getattr(rnn, f"{name}{suffix}") for name in _PARAM_NAMES]
+            suffix = f"_l{index}" + ("_reverse" if direction else "")
             inputs, step_active = layer_input, active
             if direction:  # reverse: run forward over the time-flipped sequence
                 inputs, step_active = layer_input.flip(0), active[::-1]
-            out, h_n = GRULayerFunction.apply(
-                inputs, h0[layer * D + direction], *weights, step_active, compute_dtype, zero_state
-            )
+            out, h_n = layer(suffix, inputs, h0[index * D + direction], step_active, zero_state)
             outputs.append(out.flip(0) if direction else out)
             finals.append(h_n)
         layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=-1)  # (T, B, D*H)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -30,6 +31,7 @@ from dialoglab.errors import CheckpointError, ConfigError
 from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 from dialoglab.models.components.dropout import Dropout
 from dialoglab.models.components.fused_gru import fused_gru, supports_fused
+from dialoglab.models.components.int8_gru import Int8GRU
 from dialoglab.models.components.onednn import linear
 
 # A GRU state is h (L, B, H); an LSTM state is the pair (h, c), both (L, B, H).
@@ -159,7 +161,9 @@ class Encoder(nn.Module):
         B, S = src.shape
         H, L = self.hidden_size, self.n_layers
         x = self.dropout(self.embedding(src)) if embedded is None else embedded  # (B, S, H)
-        if self.fused and supports_fused(self.rnn, x):
+        if isinstance(self.rnn, Int8GRU):  # quantize=int8 inference: skips padding too
+            outputs, state = self.rnn(x, lengths=src_lengths)  # (B, S, 2H)
+        elif self.fused and supports_fused(self.rnn, x):
             # The same results as packing, from one autograd node per layer and direction.
             outputs, state = fused_gru(self.rnn, x, lengths=src_lengths)  # (B, S, 2H)
         else:
@@ -266,6 +270,8 @@ class Decoder(nn.Module):
         self.attention = LuongAttention(config.attention, H)
         self.W_c = nn.Linear(2 * H, H)
         self.W_o = ColumnMajorLinear(H, V)  # nn.Linear's maths, a faster training layout
+        # One-token steps in C++ over int8 layers (an `Int8DecoderStep`, set by quantize=int8).
+        self.step_kernel: Callable[..., tuple[torch.Tensor, State, torch.Tensor]] | None = None
 
     def forward(
         self,
@@ -283,6 +289,9 @@ class Decoder(nn.Module):
         The returned state is then each row's state after its last kept position.
         `embedded` (B, T, H): tokens already embedded and dropped out.
         """
+        one_token = tokens.size(1) == 1 and keep is None and embedded is None
+        if self.step_kernel is not None and one_token and not self.training:
+            return self.step_kernel(tokens, state, encoder_outputs, src_mask)  # int8, in C++
         x = self.dropout(self.embedding(tokens)) if embedded is None else embedded  # (B, T, H)
         if self.fused and tokens.size(1) > 1 and supports_fused(self.rnn, x):
             # Kept positions that are a prefix of each row (a reply before its padding) are the
