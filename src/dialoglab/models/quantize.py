@@ -11,9 +11,11 @@
 - `int8`: dynamic quantization (`torch.ao.quantization.quantize_dynamic`): the weights of every
   Linear and GRU/LSTM layer are stored as int8 and activations are quantized on the fly. CPU
   only. At batch 1, decoding reads every weight once per token and is bound by memory traffic,
-  so 4x smaller weights make a gru_attn reply (hidden 500, 2+2 layers, vocabulary 8,000) about
-  4x faster than fp32 in the GEMV layout (greedy p50 11-14 ms vs 46-59 ms on 2 CPU cores,
-  `python -m dialoglab.bench --only replies`). Little faster for large batches. GPT-2's projections
+  so 4x smaller weights are faster. gru_attn's GRUs then run as `Int8GRU` and its decoder's
+  one-token steps as one C++ call each (`models/components/int8_gru.py`: the same int8
+  weights, without torch.ao's per-op Python and cell-by-cell loops), so a reply (hidden 500,
+  2+2 layers, vocabulary 8,000) takes greedy p50 9.0 ms on a slow day against 49.9 ms in fp32
+  in the GEMV layout (`python -m dialoglab.bench --only replies`, 2 CPU cores). GPT-2's projections
   are Hugging Face `Conv1D` layers, not `nn.Linear`: they are first replaced by equal Linear
   layers so that they are quantized too (the embedding stays fp32; the output layer, tied to it
   in training, gets its own int8 copy). A 20-token GPT-2 scratch (4 x 256) reply takes p50
@@ -23,9 +25,10 @@
 - `auto`: `int8` on the CPU (when quantized kernels run here), `none` on GPUs. The default of
   chat, serve and the web app. Measured on trained checkpoints with
   `python -m dialoglab.bench.chat_latency ckpt_path=...` (share of replies word for word equal
-  to fp32) and `python eval.py ckpt_path=... quantize=int8|none` (test BLEU): H=500 gru_attn
-  16/16 greedy, 15/16 beam-5, BLEU 52.53 -> 52.46; GPT-2 scratch (4 x 256, chatterbot, 8
-  epochs) 16/16 greedy, 11/16 beam-5, BLEU 43.98 -> 44.52, ppl 15.49 -> 15.48.
+  to fp32) and `python eval.py ckpt_path=... quantize=int8|none` (test BLEU): gru_attn (H=500,
+  `experiment=quickstart`) 100 % of greedy and 94 % of beam-5 replies, BLEU 52.62 -> 52.59,
+  greedy p50 2.0 ms / beam-5 9.1 ms; GPT-2 scratch (4 x 256, chatterbot, 8 epochs) 16/16
+  greedy, 11/16 beam-5, BLEU 43.98 -> 44.52, ppl 15.49 -> 15.48.
 
 Either changes the numbers slightly (an argmax can flip on a near tie). The model is changed in
 place (its `.net` is replaced) and returned; `weights_of(model)` says what it holds.
