@@ -1,19 +1,25 @@
-"""A GRU with int8 weights for CPU inference (`quantize=int8`), faster than torch.ao's.
+"""gru_attn's int8 inference (`quantize=int8`): torch.ao's int8 weights, run faster.
 
 `torch.ao.quantization.quantize_dynamic` turns an nn.GRU into a dynamically quantized GRU whose
 int8 products are fast (fbgemm) but whose gate maths is a dozen small ATen ops per layer and
-step, and whose packed-sequence path (gru_attn's encoder) steps cell by cell. `Int8GRU` keeps
-that module's int8 weights and runs them the way `fused_gru` runs fp32 ones:
+step, and whose packed-sequence path (gru_attn's encoder) steps cell by cell; and each of its
+ops called from Python costs several microseconds of argument checking, a large share of a
+batch-1 token. Two classes keep those int8 weights and run them with less around them:
+
+`Int8GRU` runs a GRU the way `fused_gru` runs fp32 ones (rows sorted by length, padding not
+computed), its time loop in C++ (`int8_decoding.cpp`):
 
   per layer and direction   gi = x W_ih^T + b_ih     one int8 product for all steps
-  per step                  gh = h W_hh^T + b_hh     one int8 product (the C++ loop calls it)
-                            r, z, n, h               one fp32 pass (`fused_gru_loops.cpp`)
+  per step                  gh = h W_hh^T + b_hh     one int8 product
+                            r, z, n, h               one fp32 pass (`gru_gates.h`)
 
-with padding skipped as `fused_gru` skips it (rows sorted by length, only real tokens
-computed). Activations are quantized per product with reduce_range, as torch.ao's GRU does, so
-a single step gives its results to float rounding; over a sequence gi's activations share one
-scale (one product for all steps) where torch.ao quantizes step by step. Without the C++ loops
-(`DIALOGLAB_COMPILED_GRU=0`, no compiler) a Python loop does the same steps.
+`Int8DecoderStep` is the decoder's whole one-token step (embedding, GRU layers, attention,
+W_c, W_o) as one C++ call; `Decoder.forward` uses it for one-token steps when it is set.
+
+Activations are quantized per product with reduce_range, as torch.ao's modules do: results
+equal torch.ao's to float rounding (tests/unit/test_int8_gru.py). Without the C++ extension
+(`DIALOGLAB_COMPILED_GRU=0`, no compiler) `Int8GRU` loops in Python and the decoder steps stay
+on the Python path.
 
     qgru = torch.ao.quantization.quantize_dynamic(nn.Sequential(gru), {nn.GRU})[0]
     fast = Int8GRU.from_quantized(qgru)
