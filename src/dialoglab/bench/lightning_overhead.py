@@ -213,7 +213,9 @@ ROUNDS = 4  # rounds of (plain loop, Trainer), the order alternating: A B, B A, 
 def run(quick: bool = False) -> list[Figure]:
     size = scratch_size(quick)
     batch, length = (4, 32) if quick else (16, 128)
-    warmup, steps = (1, 3) if quick else (3, 8)  # per run; ROUNDS runs a side
+    # per run; ROUNDS runs a side. 16 timed steps a run: with 8, one burst of the neighbours'
+    # load moved a round's ratio by 0.1-0.2 (0.82-1.12 within one `make bench`).
+    warmup, steps = (1, 3) if quick else (3, 16)
     rounds = 1 if quick else ROUNDS
     clip = 50.0
     batches = make_batches(warmup + steps, batch, length, size["vocab_size"])
