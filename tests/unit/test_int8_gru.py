@@ -139,3 +139,13 @@ def test_int8_model_copies_and_reloads_its_kernel() -> None:
         twin = copy.deepcopy(net)
         assert twin.decoder.step_kernel.decoder is twin.decoder  # the copy's own layers
         assert torch.equal(generate(twin, src, lengths, config), replies)
+
+
+def test_without_the_extension_int8_replies_run_in_python(monkeypatch) -> None:
+    monkeypatch.setattr(fused_gru_module, "_loops_state", {"loaded": False})
+    net = _int8_net("dot")
+    assert isinstance(net.decoder.rnn, Int8GRU) and net.decoder.step_kernel is None
+    src, lengths = torch.randint(4, 40, (2, 5)), torch.tensor([5, 3])
+    with torch.no_grad():
+        replies = generate(net, src, lengths, DecodingConfig(strategy="greedy", max_length=6))
+    assert replies.shape[0] == 2 and 1 <= replies.shape[1] <= 6
