@@ -37,6 +37,7 @@ Shapes: T time steps, B batch, I input size, H hidden size; time-major inside th
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -149,6 +150,42 @@ def zero_padding(hs: torch.Tensor, active: list[int], n_real: int) -> torch.Tens
     return hs * real.unsqueeze(-1)  # (T, B, H)
 
 
+def forward_steps(
+    gi: torch.Tensor,
+    h0: torch.Tensor,
+    b_gh: torch.Tensor,
+    active: list[int],
+    zero_state: bool,
+    product: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward time loop in Python (the C++ one is gru_gates.h's `forward_steps`): gi (N, 3H)
+    is each real token's input projection, `product(h_k)` gives h_k W_hh^T + b_gh for the k
+    running rows, b_gh alone is the product from a zero state. Returns gh (N, 3H) (the products
+    per token), rz (N, 2H), n (N, H) and the states hs (T, B, H)."""
+    T, (B, H), N = len(active), h0.shape, gi.size(0)
+    rz = gi.new_empty(N, 2 * H)  # sigmoid gates r | z
+    n = gi.new_empty(N, H)  # candidate state
+    hs = gi.new_empty(T, B, H)  # state after each step
+    gh_steps = []  # per step (k, 3H)
+    h, offset = h0, 0
+    for t, k in enumerate(active):
+        if k < B:
+            hs[t, k:] = h[k:]  # padding: the state passes through
+        if k:
+            s = slice(offset, offset + k)
+            first = zero_state and offset == 0  # no row has stepped yet: h = 0
+            gh_t = b_gh.expand(k, 3 * H) if first else product(h[:k])  # (k, 3H)
+            gh_steps.append(gh_t)
+            torch.sigmoid(gi[s, : 2 * H] + gh_t[:, : 2 * H], out=rz[s])
+            r, z = rz[s, :H], rz[s, H:]
+            torch.tanh(torch.addcmul(gi[s, 2 * H :], r, gh_t[:, 2 * H :]), out=n[s])
+            torch.lerp(n[s], h[:k], z, out=hs[t, :k])  # n + z * (h - n)
+            offset += k
+        h = hs[t]
+    gh = torch.cat(gh_steps) if gh_steps else gi.new_empty(0, 3 * H)
+    return gh, rz, n, hs
+
+
 class GRULayerFunction(torch.autograd.Function):
     """One GRU layer, one direction, over (T, B, I) time-major input whose rows are sorted by
     length: at step t rows [:active[t]] are real tokens (they take a step), the rest padding (the
@@ -168,7 +205,6 @@ class GRULayerFunction(torch.autograd.Function):
         compute_dtype: torch.dtype,
         zero_state: bool = False,  # h0 is all zeros: the first step's h W_hh^T is skipped
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        T, B = x.shape[:2]
         H = w_hh.size(1)
         cd = compute_dtype  # matmuls, gates and state: the weights' dtype, or autocast's bf16
         with torch.autocast("cpu", enabled=False):
@@ -180,39 +216,14 @@ class GRULayerFunction(torch.autograd.Function):
             x_p = pack_steps(x, active).to(cd)  # (N, I)
             gi = onednn.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
             N = gi.size(0)
-            if compiled_loops():  # the loop below, in C++
+            if compiled_loops():  # forward_steps below, in C++
                 gh, rz, n, hs = torch.ops.dialoglab_gru.forward_loop(
                     gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state,
                     _use_onednn(x, cd), _fused_gates(cd),
                 )  # fmt: skip
-                active_loop = []
             else:
-                active_loop = active
-            gh_steps = []  # per step h W_hh^T + (0, 0, b_hn), (k, 3H)
-            if active_loop:
-                rz = x.new_empty(N, 2 * H, dtype=cd)  # sigmoid gates r | z
-                n = x.new_empty(N, H, dtype=cd)  # candidate state
-                hs = x.new_empty(T, B, H, dtype=cd)  # state after each step
-            h = h0.to(cd)
-            offset = 0
-            for t, k in enumerate(active_loop):
-                if k < B:
-                    hs[t, k:] = h[k:]  # padding: the state passes through
-                if k:
-                    s = slice(offset, offset + k)
-                    if zero_state and offset == 0:  # no row has stepped yet: h = 0
-                        gh_t = b_gh.expand(k, 3 * H)
-                    else:
-                        gh_t = onednn.addmm(b_gh, h[:k], w_hh_t)  # (k, 3H)
-                    gh_steps.append(gh_t)
-                    torch.sigmoid(gi[s, : 2 * H] + gh_t[:, : 2 * H], out=rz[s])
-                    r, z = rz[s, :H], rz[s, H:]
-                    torch.tanh(torch.addcmul(gi[s, 2 * H :], r, gh_t[:, 2 * H :]), out=n[s])
-                    torch.lerp(n[s], h[:k], z, out=hs[t, :k])  # n + z * (h - n)
-                    offset += k
-                h = hs[t]
-            if active_loop:
-                gh = torch.cat(gh_steps) if gh_steps else gi.new_empty(0, 3 * H)  # (N, 3H)
+                product = functools.partial(onednn.addmm, b_gh, b=w_hh_t)  # h_k W_hh^T + b_gh
+                gh, rz, n, hs = forward_steps(gi, h0.to(cd), b_gh, active, zero_state, product)
             h = hs[-1]
             outputs = zero_padding(hs, active, N)
         if any(ctx.needs_input_grad):

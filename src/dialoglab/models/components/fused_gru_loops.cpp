@@ -12,7 +12,8 @@
 // vectorises; on x86-64 Linux the functions are built for AVX-512, AVX2 and baseline x86-64 and
 // the CPU picks one at load time (GCC/Clang `target_clones`). The passes run on the calling
 // thread (the extension is built without OpenMP; the matmuls between them use both threads).
-// The gate passes live in gru_gates.h (shared with int8_decoding.cpp).
+// The gate passes and the forward time loop (`forward_steps`) live in gru_gates.h, shared with
+// int8_decoding.cpp.
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -43,64 +44,10 @@ Tensor onednn_linear(const Tensor& x, const Tensor& w, const std::optional<Tenso
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
     const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_gh,
     at::IntArrayRef active, bool zero_state, bool onednn, bool fused_gates) {
-  const int64_t T = static_cast<int64_t>(active.size());
-  const int64_t B = h0.size(0), H = h0.size(1), N = gi.size(0);
-  Tensor gh = at::empty({N, 3 * H}, gi.options());
-  Tensor rz = at::empty({N, 2 * H}, gi.options());
-  Tensor n = at::empty({N, H}, gi.options());
-  Tensor hs = at::empty({T, B, H}, gi.options());
-  Tensor w_hh_t = w_hh.t();
-  Tensor h = h0;
-  int64_t offset = 0;
-  // fp32 and bf16: one pass per step for the gates (h0, gi and the outputs are contiguous)
-  const bool bf16 = gi.scalar_type() == at::kBFloat16;
-  const bool fused = fused_gates && (bf16 || gi.scalar_type() == at::kFloat) &&
-                     gi.is_contiguous() && h0.is_contiguous() && b_gh.is_contiguous() &&
-                     h0.scalar_type() == gi.scalar_type() && b_gh.scalar_type() == gi.scalar_type();
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t k = active[t];
-    Tensor h_next = hs.select(0, t);
-    if (k < B) h_next.narrow(0, k, B - k).copy_(h.narrow(0, k, B - k));  // padding passes
-    if (k > 0) {
-      Tensor h_k = h.narrow(0, 0, k);
-      Tensor product;  // (k, 3H): h W_hh^T + b_gh
-      if (zero_state && offset == 0) {
-        product = b_gh.expand({k, 3 * H});  // no row has stepped: h = 0
-      } else if (onednn) {
-        product = onednn_linear(h_k, w_hh, b_gh);
-      } else {
-        product = at::addmm(b_gh, h_k, w_hh_t);
-      }
-      if (fused) {
-        product = product.stride(1) == 1 ? product : product.contiguous();
-        const int64_t ld_p = product.stride(0);  // 0 for the broadcast bias row
-        with_storage(bf16, [&](auto tag) {
-          using S = decltype(tag);
-          const S *p = storage<S>(product), *g = storage<S>(gi) + offset * 3 * H;
-          const S* hp = storage<S>(h);
-          S *o = storage<S>(h_next), *gh_o = storage<S>(gh) + offset * 3 * H;
-          S *rz_o = storage<S>(rz) + offset * 2 * H, *n_o = storage<S>(n) + offset * H;
-          for (int64_t i = 0; i < k; ++i) {
-            gates_forward(H, g + i * 3 * H, p + i * ld_p, hp + i * H, gh_o + i * 3 * H,
-                          rz_o + i * 2 * H, n_o + i * H, o + i * H);
-          }
-        });
-      } else {
-        Tensor gh_s = gh.narrow(0, offset, k), gi_s = gi.narrow(0, offset, k);
-        gh_s.copy_(product);
-        Tensor rz_s = rz.narrow(0, offset, k);
-        at::sigmoid_out(rz_s, gi_s.narrow(1, 0, 2 * H) + gh_s.narrow(1, 0, 2 * H));
-        Tensor r = rz_s.narrow(1, 0, H), z = rz_s.narrow(1, H, H);
-        Tensor n_s = n.narrow(0, offset, k);
-        at::tanh_out(n_s, at::addcmul(gi_s.narrow(1, 2 * H, H), r, gh_s.narrow(1, 2 * H, H)));
-        Tensor out = h_next.narrow(0, 0, k);
-        at::lerp_out(out, n_s, h_k, z);  // n + z (h - n)
-      }
-      offset += k;
-    }
-    h = h_next;
-  }
-  return {gh, rz, n, hs};
+  const Tensor w_hh_t = w_hh.t();
+  return forward_steps(gi, h0, b_gh, active, zero_state, fused_gates, [&](const Tensor& h_k) {
+    return onednn ? onednn_linear(h_k, w_hh, b_gh) : at::addmm(b_gh, h_k, w_hh_t);
+  });
 }
 
 // Backward loop. c_gh (N, 3, H): dL/d(gh) = dh * c_gh; z (N, H). Returns d_gh (N, 3H),

@@ -1,6 +1,7 @@
-// The GRU gate passes shared by the extension's sources (fused_gru_loops.cpp, int8_decoding.cpp):
-// each step's gate maths for one row in one vectorised pass, fp32 and bf16 storage. Private to
-// the extension; every source gets its own copy (anonymous namespace).
+// What the extension's sources (fused_gru_loops.cpp, int8_decoding.cpp) share: the GRU gate
+// passes (each step's gate maths for one row in one vectorised pass, fp32 and bf16 storage)
+// and the forward time loop around them (`forward_steps`). Private to the extension; every
+// source gets its own copy (anonymous namespace).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <tuple>
 
 // (target_clones needs the C library's ifunc support: glibc on x86-64 Linux.)
 #if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
@@ -168,6 +170,76 @@ void with_storage(bool bf16, const F& f) {
   } else {
     f(float{});
   }
+}
+
+// The forward time loop, for training (fused_gru_loops.cpp) and int8 inference
+// (int8_decoding.cpp). gi (N, 3H) holds each real token's input projection (plus whatever part
+// of b_hh the caller folded in); product(h_k) is h_k W_hh^T + b_gh for the k running rows, and
+// b_gh alone is the product from a zero state (only read with zero_state). Returns gh (N, 3H)
+// = the products per token, rz (N, 2H), n (N, H), hs (T, B, H).
+template <typename Product>
+std::tuple<Tensor, Tensor, Tensor, Tensor> forward_steps(const Tensor& gi, const Tensor& h0,
+                                                         const Tensor& b_gh,
+                                                         at::IntArrayRef active, bool zero_state,
+                                                         bool fused_gates,
+                                                         const Product& product_of) {
+  const int64_t T = static_cast<int64_t>(active.size());
+  const int64_t B = h0.size(0), H = h0.size(1), N = gi.size(0);
+  Tensor gh = at::empty({N, 3 * H}, gi.options());
+  Tensor rz = at::empty({N, 2 * H}, gi.options());
+  Tensor n = at::empty({N, H}, gi.options());
+  Tensor hs = at::empty({T, B, H}, gi.options());
+  Tensor h = h0;
+  int64_t offset = 0;
+  // fp32 and bf16: one pass per step for the gates (h0, gi and the outputs are contiguous)
+  const bool bf16 = gi.scalar_type() == at::kBFloat16;
+  const bool fused = fused_gates && (bf16 || gi.scalar_type() == at::kFloat) &&
+                     gi.is_contiguous() && h0.is_contiguous() &&
+                     h0.scalar_type() == gi.scalar_type() &&
+                     (!zero_state ||
+                      (b_gh.is_contiguous() && b_gh.scalar_type() == gi.scalar_type()));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t k = active[t];
+    Tensor h_next = hs.select(0, t);
+    if (k < B) h_next.narrow(0, k, B - k).copy_(h.narrow(0, k, B - k));  // padding passes
+    if (k > 0) {
+      Tensor h_k = h.narrow(0, 0, k);
+      Tensor product;  // (k, 3H): h W_hh^T + b_gh
+      if (zero_state && offset == 0) {
+        product = b_gh.expand({k, 3 * H});  // no row has stepped: h = 0
+      } else {
+        product = product_of(h_k);
+      }
+      if (fused) {
+        product = product.stride(1) == 1 ? product : product.contiguous();
+        const int64_t ld_p = product.stride(0);  // 0 for the broadcast bias row
+        with_storage(bf16, [&](auto tag) {
+          using S = decltype(tag);
+          const S *p = storage<S>(product), *g = storage<S>(gi) + offset * 3 * H;
+          const S* hp = storage<S>(h);
+          S *o = storage<S>(h_next), *gh_o = storage<S>(gh) + offset * 3 * H;
+          S *rz_o = storage<S>(rz) + offset * 2 * H, *n_o = storage<S>(n) + offset * H;
+          for (int64_t i = 0; i < k; ++i) {
+            gates_forward(H, g + i * 3 * H, p + i * ld_p, hp + i * H, gh_o + i * 3 * H,
+                          rz_o + i * 2 * H, n_o + i * H, o + i * H);
+          }
+        });
+      } else {
+        Tensor gh_s = gh.narrow(0, offset, k), gi_s = gi.narrow(0, offset, k);
+        gh_s.copy_(product);
+        Tensor rz_s = rz.narrow(0, offset, k);
+        at::sigmoid_out(rz_s, gi_s.narrow(1, 0, 2 * H) + gh_s.narrow(1, 0, 2 * H));
+        Tensor r = rz_s.narrow(1, 0, H), z = rz_s.narrow(1, H, H);
+        Tensor n_s = n.narrow(0, offset, k);
+        at::tanh_out(n_s, at::addcmul(gi_s.narrow(1, 2 * H, H), r, gh_s.narrow(1, 2 * H, H)));
+        Tensor out = h_next.narrow(0, 0, k);
+        at::lerp_out(out, n_s, h_k, z);  // n + z (h - n)
+      }
+      offset += k;
+    }
+    h = h_next;
+  }
+  return {gh, rz, n, hs};
 }
 
 }  // namespace

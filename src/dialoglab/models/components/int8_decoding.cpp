@@ -4,7 +4,7 @@
 // product with reduce_range, as torch.ao's dynamic modules do); the GRU gates are the fp32 pass
 // of gru_gates.h; everything else is ATen.
 //
-//   int8_forward_loop   a GRU layer's time loop (the encoder), as fused_gru_loops' forward_loop
+//   int8_forward_loop   a GRU layer's time loop (the encoder): gru_gates.h's forward_steps
 //   Int8DecoderStep     the decoder's one-token step: embedding, GRU layers, Luong attention
 //                       (dot, general or concat), tanh(W_c [h; context]), W_o
 //
@@ -18,6 +18,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "gru_gates.h"
 
@@ -32,82 +33,39 @@ Tensor int8_linear(const Packed& w, const Tensor& x) {
 
 // Inference with int8 recurrent weights. gi (N, 3H) = x W_ih^T + b_ih in fp32, packed over the
 // real tokens as in forward_loop; w_hh is quantized::linear_prepack(W_hh int8, b_hh), b_hh (3H,)
-// its bias (the whole product when zero_state and no row has stepped yet). Activations are
-// quantized per call with reduce_range, as torch.ao's dynamic GRU does. Returns hs (T, B, H).
-Tensor int8_forward_loop(const Tensor& gi, const Tensor& h0,
-                         const Packed& w_hh,
+// its bias (the whole product when zero_state and no row has stepped yet). Returns hs (T, B, H).
+Tensor int8_forward_loop(const Tensor& gi, const Tensor& h0, const Packed& w_hh,
                          const Tensor& b_hh, at::IntArrayRef active, bool zero_state) {
-  TORCH_CHECK(gi.scalar_type() == at::kFloat && h0.scalar_type() == at::kFloat &&
-                  b_hh.scalar_type() == at::kFloat,
-              "int8_forward_loop: fp32 gi, h0 and b_hh");
-  TORCH_CHECK(gi.is_contiguous() && h0.is_contiguous() && b_hh.is_contiguous(),
-              "int8_forward_loop: contiguous gi, h0 and b_hh");
-  const int64_t T = static_cast<int64_t>(active.size());
-  const int64_t B = h0.size(0), H = h0.size(1);
-  Tensor hs = at::empty({T, B, H}, gi.options());
-  Tensor gh = at::empty({B, 3 * H}, gi.options());  // the pass's saved buffers, unused here
-  Tensor rz = at::empty({B, 2 * H}, gi.options());
-  Tensor n = at::empty({B, H}, gi.options());
-  Tensor h = h0;
-  int64_t offset = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t k = active[t];
-    Tensor h_next = hs.select(0, t);
-    if (k < B) h_next.narrow(0, k, B - k).copy_(h.narrow(0, k, B - k));  // padding passes
-    if (k > 0) {
-      Tensor product;  // (k, 3H): h W_hh^T + b_hh
-      if (zero_state && offset == 0) {
-        product = b_hh.expand({k, 3 * H});  // no row has stepped: h = 0
-      } else {
-        product = int8_linear(w_hh, h.narrow(0, 0, k)).contiguous();
-      }
-      const int64_t ld_p = product.stride(0);  // 0 for the broadcast bias row
-      const float *p = storage<float>(product), *g = storage<float>(gi) + offset * 3 * H;
-      const float* hp = storage<float>(h);
-      float* o = storage<float>(h_next);
-      for (int64_t i = 0; i < k; ++i) {
-        gates_forward(H, g + i * 3 * H, p + i * ld_p, hp + i * H, storage<float>(gh) + i * 3 * H,
-                      storage<float>(rz) + i * 2 * H, storage<float>(n) + i * H, o + i * H);
-      }
-      offset += k;
-    }
-    h = h_next;
-  }
-  return hs;
+  TORCH_CHECK(gi.scalar_type() == at::kFloat && h0.scalar_type() == at::kFloat,
+              "int8_forward_loop: fp32 gi and h0");
+  const auto product = [&](const Tensor& h_k) { return int8_linear(w_hh, h_k); };
+  return std::get<3>(forward_steps(gi, h0.contiguous(), b_hh.contiguous(), active, zero_state,
+                                   /*fused_gates=*/true, product));
 }
 
 // One step of a unidirectional multi-layer GRU with int8 weights: x (B, I), hx (L, B, H) ->
-// h_n (L, B, H), whose last layer is the step's output. Per layer two dynamically quantized
+// h_n (L, B, H), whose last layer is the step's output; per layer two dynamically quantized
 // products (w_ih[l], w_hh[l]: quantized::linear_prepack with b_ih, b_hh) and the gate pass.
 Tensor gru_step(const Tensor& x, const Tensor& hx, const c10::List<Packed>& w_ih,
                 const c10::List<Packed>& w_hh) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && hx.scalar_type() == at::kFloat,
               "gru_step: fp32 x and hx");
-  const int64_t L = hx.size(0), B = hx.size(1), H = hx.size(2);
+  const int64_t L = hx.size(0), B = hx.size(1);
   TORCH_CHECK(static_cast<int64_t>(w_ih.size()) == L && static_cast<int64_t>(w_hh.size()) == L,
               "gru_step: one w_ih and one w_hh per layer");
-  const Tensor h_in = hx.contiguous();
-  Tensor h_n = at::empty({L, B, H}, hx.options());
-  Tensor gh = at::empty({B, 3 * H}, hx.options());  // the pass's saved buffers, unused here
-  Tensor rz = at::empty({B, 2 * H}, hx.options());
-  Tensor n = at::empty({B, H}, hx.options());
-  Tensor input = x.contiguous();
+  const std::vector<int64_t> all_rows{B};  // one time step, every row running
+  std::vector<Tensor> states;
+  Tensor input = x;
   for (int64_t l = 0; l < L; ++l) {
-    const Tensor h = h_in.select(0, l);
     const Tensor gi = int8_linear(w_ih.get(l), input).contiguous();
-    const Tensor p = int8_linear(w_hh.get(l), h).contiguous();
-    Tensor out = h_n.select(0, l);
-    for (int64_t i = 0; i < B; ++i) {
-      gates_forward(H, storage<float>(gi) + i * 3 * H, storage<float>(p) + i * 3 * H,
-                    storage<float>(h) + i * H, storage<float>(gh) + i * 3 * H,
-                    storage<float>(rz) + i * 2 * H, storage<float>(n) + i * H,
-                    storage<float>(out) + i * H);
-    }
-    input = out;
+    const auto product = [&](const Tensor& h_k) { return int8_linear(w_hh.get(l), h_k); };
+    input = std::get<3>(forward_steps(gi, hx.select(0, l).contiguous(), Tensor(), all_rows,
+                                      /*zero_state=*/false, /*fused_gates=*/true, product))
+                .select(0, 0);  // (B, H)
+    states.push_back(input);
   }
-  return h_n;
+  return at::stack(states);
 }
-
 
 // The decoder's one-token step, built once per model from its int8 layers. `attention` holds
 // the attention's layers: none for dot, [W] for general, [W_q, W_k, v] for concat.

@@ -31,6 +31,7 @@ I input size, H hidden size.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from torch import nn
 
 from dialoglab.models.components.fused_gru import (
     compiled_loops,
+    forward_steps,
     pack_steps,
     run_layers,
     zero_padding,
@@ -83,13 +85,17 @@ class Int8GRU(nn.Module):
         """The int8 weights and fp32 biases of a `torch.ao.nn.quantized.dynamic.GRU`."""
         if not cls.supports(qgru):
             raise ValueError(f"Int8GRU needs a qint8 dynamic GRU, got {qgru!r}")
-        weights, biases = qgru._weight_bias()["weight"], qgru._weight_bias()["bias"]
+        quantized = qgru._weight_bias()
+        weights, biases = quantized["weight"], quantized["bias"]
         packed = {
             name: torch.ops.quantized.linear_prepack(weight, biases[name.replace("weight", "bias")])
             for name, weight in weights.items()
         }
-        b_hh = {name: bias.detach().float().contiguous() for name, bias in biases.items()}
-        b_hh = {name: bias for name, bias in b_hh.items() if name.startswith("bias_hh")}
+        b_hh = {
+            name: bias.detach().float().contiguous()
+            for name, bias in biases.items()
+            if name.startswith("bias_hh")
+        }
         return cls(
             qgru.input_size,
             qgru.hidden_size,
@@ -123,8 +129,9 @@ class Int8GRU(nn.Module):
         h0 = h0.float().contiguous()
         if compiled_loops():
             hs = torch.ops.dialoglab_gru.int8_forward_loop(gi, h0, w_hh, b_hh, active, zero_state)
-        else:
-            hs = _steps(gi, h0, w_hh, b_hh, active, zero_state)
+        else:  # the same loop in Python
+            product = functools.partial(_linear_int8, packed=w_hh)
+            hs = forward_steps(gi, h0, b_hh, active, zero_state, product)[3]
         return zero_padding(hs, active, gi.size(0)), hs[-1].clone()
 
     def extra_repr(self) -> str:
@@ -132,33 +139,6 @@ class Int8GRU(nn.Module):
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
             f"bidirectional={self.bidirectional}, batch_first={self.batch_first}, weights=int8"
         )
-
-
-def _steps(
-    gi: torch.Tensor,
-    h0: torch.Tensor,
-    w_hh: Any,
-    b_hh: torch.Tensor,
-    active: list[int],
-    zero_state: bool,
-) -> torch.Tensor:
-    """`int8_forward_loop` in Python: the states hs (T, B, H) after each step."""
-    T, (B, H) = len(active), h0.shape
-    hs = h0.new_empty(T, B, H)
-    h, offset = h0, 0
-    for t, k in enumerate(active):
-        if k < B:
-            hs[t, k:] = h[k:]  # padding: the state passes through
-        if k:
-            first = zero_state and offset == 0  # no row has stepped yet: h = 0
-            gh = b_hh.expand(k, 3 * H) if first else _linear_int8(h[:k], w_hh)  # (k, 3H)
-            g = gi[offset : offset + k]
-            r, z = torch.sigmoid(g[:, : 2 * H] + gh[:, : 2 * H]).chunk(2, dim=1)
-            n = torch.tanh(g[:, 2 * H :] + r * gh[:, 2 * H :])
-            torch.lerp(n, h[:k], z, out=hs[t, :k])  # n + z (h - n)
-            offset += k
-        h = hs[t]
-    return hs
 
 
 class Int8DecoderStep:
