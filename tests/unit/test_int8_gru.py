@@ -142,10 +142,15 @@ def test_int8_model_copies_and_reloads_its_kernel() -> None:
 
 
 def test_without_the_extension_int8_replies_run_in_python(monkeypatch) -> None:
-    monkeypatch.setattr(fused_gru_module, "_loops_state", {"loaded": False})
-    net = _int8_net("dot")
-    assert isinstance(net.decoder.rnn, Int8GRU) and net.decoder.step_kernel is None
     src, lengths = torch.randint(4, 40, (2, 5)), torch.tensor([5, 3])
+    config = DecodingConfig(strategy="greedy", max_length=6)
     with torch.no_grad():
-        replies = generate(net, src, lengths, DecodingConfig(strategy="greedy", max_length=6))
+        compiled = fused_gru_module.compiled_loops()
+        with_kernel = generate(_int8_net("dot"), src, lengths, config) if compiled else None
+        monkeypatch.setattr(fused_gru_module, "_loops_state", {"loaded": False})
+        net = _int8_net("dot")
+        assert isinstance(net.decoder.rnn, Int8GRU) and net.decoder.step_kernel is None
+        replies = generate(net, src, lengths, config)
     assert replies.shape[0] == 2 and 1 <= replies.shape[1] <= 6
+    if with_kernel is not None:  # the Python loops and decoder give the C++ path's replies
+        assert torch.equal(replies, with_kernel)

@@ -214,7 +214,8 @@ def run(quick: bool = False) -> list[Figure]:
     size = scratch_size(quick)
     batch, length = (4, 32) if quick else (16, 128)
     # per run; ROUNDS runs a side. 16 timed steps a run: with 8, one burst of the neighbours'
-    # load moved a round's ratio by 0.1-0.2 (0.82-1.12 within one `make bench`).
+    # load moved a round's ratio by 0.1-0.2 (rounds 0.82-0.97 in one `make bench`, 0.95-1.12
+    # in another).
     warmup, steps = (1, 3) if quick else (3, 16)
     rounds = 1 if quick else ROUNDS
     clip = 50.0
