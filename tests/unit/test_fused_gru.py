@@ -222,3 +222,46 @@ def test_compiled_loops_can_be_turned_off(monkeypatch, loops):
     monkeypatch.setenv("DIALOGLAB_COMPILED_GRU", "0")
     assert fused_gru_module.compiled_loops() is False
     assert fused_gru_module._loops_state == {"loaded": False}  # tried once, not again
+
+
+def test_rows_split_over_threads_give_the_same_results(loops):
+    """With more rows than the C++ gate passes' grain (8), a step's rows are split over torch's
+    threads; outputs, states and every gradient are bit-for-bit those of the one-thread pass,
+    and still nn.GRU's (fp32 and bf16 autocast, packed lengths)."""
+    if loops != "compiled":
+        pytest.skip("the row split is in the C++ gate passes")
+    torch.manual_seed(3)
+    rows = 37
+    rnn = nn.GRU(I, 24, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(rows, T, I, requires_grad=True)
+    lengths = torch.randint(1, T + 1, (rows,))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for bf16 in (False, True):
+            results = {}
+            for parallel in (False, True):
+                previous = fused_gru_module.set_parallel_rows(parallel)
+                try:
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        out, h_n = fused_gru(rnn, x, None, lengths)
+                    grads = torch.autograd.grad(
+                        (out.float() * out.detach().float()).sum() + h_n.float().sum(),
+                        [x, *rnn.parameters()],
+                    )
+                finally:
+                    fused_gru_module.set_parallel_rows(previous)
+                results[parallel] = (out, h_n, *grads)
+            for a, b in zip(results[False], results[True], strict=True):
+                assert torch.equal(a, b)
+        _assert_matches_nn_gru(rnn, x, None, lengths, (1e-5, 1e-6), (1e-4, 1e-5))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_parallel_rows_switch_reports_the_previous_setting(loops):
+    if loops == "python":
+        assert fused_gru_module.set_parallel_rows(True) is False  # no C++ loops: nothing split
+        return
+    assert fused_gru_module.set_parallel_rows(False) is True  # on by default
+    assert fused_gru_module.set_parallel_rows(True) is False

@@ -91,7 +91,8 @@ def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
     """Seconds (all timed calls) of the fp32 and the bf16-autocast training step on one
     full-length batch, each also with nn.GRU layers (`model.fused_rnn=false`) and with the
     output layer W_o an nn.Linear (weight stored (out, in)) instead of `ColumnMajorLinear`;
-    fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off)."""
+    fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off) and with
+    the gate passes on one thread (`fused_gru.set_parallel_rows(False)`)."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
@@ -101,16 +102,21 @@ def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
     for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
         nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
     nets["fp32_aten_gates"] = copy.deepcopy(net)
+    nets["fp32_serial_rows"] = copy.deepcopy(net)
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
+    parallel = fused_gru.set_parallel_rows(True)  # likewise (DIALOGLAB_PARALLEL_ROWS)
+    fused_gru.set_parallel_rows(parallel)
 
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
+        fused_gru.set_parallel_rows(parallel and name != "fp32_serial_rows")
         try:
             return our_step(nets[name], optimizers[name], batch, "bf16" in name)
         finally:
             fused_gru.FUSED_GATES = setting
+            fused_gru.set_parallel_rows(parallel)
 
     times = time_interleaved(
         {name: (lambda name=name: step(name)) for name in nets},
@@ -299,6 +305,15 @@ def run(quick: bool = False) -> list[Figure]:
             "fp32 with ATen gate ops",
             "fused gate passes: time saved",
             "fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
+        ),
+        *_saving_rows(
+            times,
+            all_times,
+            "fp32",
+            "fp32_serial_rows",
+            "fp32 with the gate passes on one thread",
+            "gate passes split over threads: time saved",
+            "fused_gru.set_parallel_rows(False): each step's rows on the calling thread",
         ),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +57,9 @@ _HERE = Path(__file__).parent
 LOOPS_SOURCES = [_HERE / "fused_gru_loops.cpp", _HERE / "int8_decoding.cpp"]
 LOOPS_HEADER = _HERE / "gru_gates.h"
 _loops_state: dict[str, bool] = {}  # "loaded": whether the C++ loops are usable (once tried)
+# Built with OpenMP where torch itself uses GNU OpenMP (Linux): the gate passes' at::parallel_for
+# then runs on torch's thread pool. Elsewhere the passes stay on the calling thread.
+_OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 
 def compiled_loops() -> bool:
@@ -86,13 +90,26 @@ def compiled_loops() -> bool:
                         "-fno-trapping-math",
                         "-ffp-contract=off",
                         f"-DDIALOGLAB_GATES_HEADER={header}",
+                        *_OPENMP,
                     ],
+                    extra_ldflags=_OPENMP,
                     is_python_module=False,
                 )
             _loops_state["loaded"] = True
+            if os.environ.get("DIALOGLAB_PARALLEL_ROWS", "1") == "0":
+                set_parallel_rows(False)
         except Exception as error:  # no compiler, headers or ninja: the Python loops serve
             log.warning("fused GRU: C++ loops unavailable (%s); using the Python loops", error)
     return _loops_state["loaded"]
+
+
+def set_parallel_rows(enabled: bool) -> bool:
+    """Whether the C++ loops split each step's gate pass over torch's intra-op threads (on by
+    default; `DIALOGLAB_PARALLEL_ROWS=0` starts with it off). Returns the previous setting (False
+    without the C++ loops). Results are the same either way: each row is computed alike."""
+    if not compiled_loops():
+        return False
+    return bool(torch.ops.dialoglab_gru.set_parallel_rows(enabled))
 
 
 def _use_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
@@ -254,10 +271,11 @@ class GRULayerFunction(torch.autograd.Function):
                 dw_ih = torch.mm(d_gi.t(), x_p).to(wd)
             if ctx.needs_input_grad[3]:
                 dw_hh = torch.mm(d_gh.t(), h_prev).to(wd)
-            if ctx.needs_input_grad[4]:
-                db_ih = d_gi.sum(0, dtype=wd)
-            if ctx.needs_input_grad[5]:
-                db_hh = d_gh.sum(0, dtype=wd)
+            if ctx.needs_input_grad[4] or ctx.needs_input_grad[5]:
+                H = hs.size(2)
+                db_ih = d_gi.sum(0, dtype=wd)  # (3H,)
+                # d_gh's r and z columns are d_gi's: only its n part needs a sum of its own.
+                db_hh = torch.cat([db_ih[: 2 * H], d_gh[:, 2 * H :].sum(0, dtype=wd)])
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
 

@@ -10,8 +10,8 @@
 // a step's kernels cost more in launching and re-reading memory than in arithmetic. Their exp
 // and tanh are Cephes' single-precision formulas, written as branch-free code that the compiler
 // vectorises; on x86-64 Linux the functions are built for AVX-512, AVX2 and baseline x86-64 and
-// the CPU picks one at load time (GCC/Clang `target_clones`). The passes run on the calling
-// thread (the extension is built without OpenMP; the matmuls between them use both threads).
+// the CPU picks one at load time (GCC/Clang `target_clones`). A step's rows are split over
+// torch's intra-op threads (gru_gates.h `for_rows`; the extension is built with OpenMP on Linux).
 // The gate passes and the forward time loop (`forward_steps`) live in gru_gates.h, shared with
 // int8_decoding.cpp.
 
@@ -120,11 +120,11 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
       S* d_h_p = storage<S>(d_h);
       S* d_gh_p = storage<S>(d_gh) + offset * 3 * H;
       S* d_gi_p = storage<S>(d_gi) + offset * 3 * H;
-      for (int64_t i = 0; i < k; ++i) {
+      for_rows(k, [&](int64_t i) {
         grads_backward(H, dh_p + i * H, do_p + i * H, h_prev + i * H, rz_p + i * 2 * H,
                        n_p + i * H, gh_p + i * 3 * H, d_h_p + i * H, d_gh_p + i * 3 * H,
                        d_gi_p + i * 3 * H);
-      }
+      });
     });
     if (offset == 0 && !need_dh0) break;  // its product would only flow into h0
     Tensor d_gh_s = d_gh.narrow(0, offset, k);
@@ -136,17 +136,21 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
       const S* d_h_p = storage<S>(d_h);
       const S* z_p = storage<S>(rz_c) + offset * 2 * H + H;
       S* dh_out = storage<S>(dh);
-      for (int64_t i = 0; i < k; ++i) {
+      for_rows(k, [&](int64_t i) {
         state_grad(H, prod_p + i * H, d_h_p + i * H, z_p + i * 2 * H, dh_out + i * H);
-      }
+      });
     });
   }
   return {d_gh, d_gi, dh};
 }
 
+// Switch the gate passes' row split over threads on or off; returns the previous setting.
+bool set_parallel_rows(bool enabled) { return dialoglab::parallel_rows().exchange(enabled); }
+
 }  // namespace
 
 TORCH_LIBRARY(dialoglab_gru, m) {
+  m.def("set_parallel_rows(bool enabled) -> bool", &set_parallel_rows);
   m.def(
       "forward_loop(Tensor gi, Tensor h0, Tensor w_hh, Tensor b_gh, int[] active, "
       "bool zero_state, bool onednn, bool fused_gates) -> (Tensor, Tensor, Tensor, Tensor)",

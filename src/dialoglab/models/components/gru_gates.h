@@ -1,12 +1,15 @@
 // What the extension's sources (fused_gru_loops.cpp, int8_decoding.cpp) share: the GRU gate
-// passes (each step's gate maths for one row in one vectorised pass, fp32 and bf16 storage)
-// and the forward time loop around them (`forward_steps`). Private to the extension; every
-// source gets its own copy (anonymous namespace).
+// passes (each step's gate maths for one row in one vectorised pass, fp32 and bf16 storage,
+// the rows split over threads) and the forward time loop around them (`forward_steps`).
+// Private to the extension; every source gets its own copy (anonymous namespace), except the
+// one switch `dialoglab::parallel_rows`.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -26,6 +29,15 @@
 #else
 #define DIALOGLAB_INLINE inline
 #endif
+
+namespace dialoglab {
+// Whether the gate passes split their rows over threads (`for_rows`); set by the op
+// dialoglab_gru::set_parallel_rows. An inline function's static: one flag for every source.
+inline std::atomic<bool>& parallel_rows() {
+  static std::atomic<bool> enabled{true};
+  return enabled;
+}
+}  // namespace dialoglab
 
 namespace {
 
@@ -155,6 +167,22 @@ DIALOGLAB_ROW_PASSES(float, f32)
 DIALOGLAB_ROW_PASSES(uint16_t, bf16)
 #undef DIALOGLAB_ROW_PASSES
 
+// f(i) for each of a step's k rows: split over torch's intra-op threads (at::parallel_for) when
+// there are more than kRowGrain rows and `parallel_rows()` is on. The extension is built with
+// OpenMP on Linux and so runs on torch's own OpenMP pool (one libgomp.so.1 in the process); the
+// second core would otherwise spin idle between the matmuls while one thread does the gates.
+constexpr int64_t kRowGrain = 8;
+template <typename F>
+void for_rows(int64_t k, const F& f) {
+  if (!dialoglab::parallel_rows().load(std::memory_order_relaxed)) {
+    for (int64_t i = 0; i < k; ++i) f(i);
+    return;
+  }
+  at::parallel_for(0, k, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) f(i);
+  });
+}
+
 // A tensor's data as the passes' storage type (float for fp32, uint16_t for bf16).
 template <typename S>
 S* storage(const Tensor& t) {
@@ -219,10 +247,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_steps(const Tensor& gi, const
           const S* hp = storage<S>(h);
           S *o = storage<S>(h_next), *gh_o = storage<S>(gh) + offset * 3 * H;
           S *rz_o = storage<S>(rz) + offset * 2 * H, *n_o = storage<S>(n) + offset * H;
-          for (int64_t i = 0; i < k; ++i) {
+          for_rows(k, [&](int64_t i) {
             gates_forward(H, g + i * 3 * H, p + i * ld_p, hp + i * H, gh_o + i * 3 * H,
                           rz_o + i * 2 * H, n_o + i * H, o + i * H);
-          }
+          });
         });
       } else {
         Tensor gh_s = gh.narrow(0, offset, k), gi_s = gi.narrow(0, offset, k);
