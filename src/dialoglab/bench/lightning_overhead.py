@@ -5,16 +5,19 @@ size; a minimal LightningModule around `transformers.GPT2LMHeadModel` when that 
 built) on the very same batches, read from the same DataLoader, with the same optimizer (AdamW,
 no scheduler) and gradient clipping. The Trainer runs as our trainer config does (fp32, clip 50)
 with no logger, checkpointing or progress bar: what is measured is the training loop itself.
-Per-step times are taken between consecutive `on_train_batch_end` calls (data loading and every
-hook included) and between consecutive iterations of the plain loop, after warm-up steps. The two
-sides run in interleaved rounds (plain, Trainer; then Trainer, plain; ...), each run on a fresh
-module from the same initial weights; the ratio is of the medians over all rounds.
+
+The two sides alternate step by step (`paired_steps`): after each Trainer step, inside its
+`on_train_batch_end`, one plain-loop step of the other copy on the same batch. A Trainer step is
+the time from the end of that plain step to the next `on_train_batch_end` (data loading and
+every hook included); a plain step is its own batch fetch and update. So a burst of load on this
+shared machine hits both sides within a second, not one side's whole run (with runs of 8-16
+steps a side, one round's ratio moved 0.82-1.12 within one `make bench`). The ratio is of the
+medians over all pairs, after warm-up pairs, in fresh runs from the same weights (`ROUNDS`).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import time
 from typing import Any
 
@@ -70,7 +73,9 @@ class _StubTokenizer:
         return {}
 
 
-def make_module(size: dict[str, int], max_length: int, **options: Any) -> tuple[Any, str]:
+def make_module(
+    size: dict[str, int], max_length: int, dropout: float = 0.1, **options: Any
+) -> tuple[Any, str]:
     """(LightningModule, which one): our CausalLMModule (with `options` such as compile=True),
     else, without options, a minimal wrapper."""
     optimizer = functools.partial(torch.optim.AdamW, lr=5e-4, betas=(0.9, 0.98))
@@ -84,7 +89,7 @@ def make_module(size: dict[str, int], max_length: int, **options: Any) -> tuple[
             n_head=size["n_head"],
             n_embd=size["n_embd"],
             n_positions=size["n_positions"],
-            dropout=0.1,
+            dropout=dropout,
             scheduler=None,
             val_generate=0,
             n_samples=0,
@@ -163,31 +168,33 @@ def train_step(module: Any, optimizer: torch.optim.Optimizer, batch: dict, clip:
     optimizer.zero_grad(set_to_none=True)
 
 
-def plain_loop(module: Any, loader: DataLoader, clip: float) -> list[float]:
-    """Seconds per step of a hand-written loop doing what the Trainer does for each batch."""
-    optimizer = optimizer_of(module)
-    module.train()
-    ends = [time.perf_counter()]
-    for batch in loader:
-        train_step(module, optimizer, batch, clip)
-        ends.append(time.perf_counter())
-    return [b - a for a, b in itertools.pairwise(ends)]
+def paired_steps(
+    trainer_module: Any, plain_module: Any, loader: DataLoader, clip: float
+) -> tuple[list[float], list[float]]:
+    """(Trainer seconds per step, plain-loop seconds per step), the sides alternating step by
+    step: `trainer_module` trains through lightning.Trainer over `loader`, and after each of its
+    steps (in `on_train_batch_end`) `plain_module` takes one hand-written step on the loader's
+    next batch; neither side's time includes the other's."""
+    optimizer = optimizer_of(plain_module)
+    plain_module.train()
+    plain_batches = iter(loader)
+    trainer_times: list[float] = []
+    plain_times: list[float] = []
 
-
-def trainer_loop(module: Any, loader: DataLoader, clip: float) -> list[float]:
-    """Seconds per step through lightning.Trainer (between consecutive on_train_batch_end)."""
-
-    class Stamps(pl.Callback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
+    class Alternate(pl.Callback):
+        mark = 0.0  # when the Trainer's current step began: the end of the last plain step
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
-            self.ends.append(time.perf_counter())
+            self.mark = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.ends.append(time.perf_counter())
+            start = time.perf_counter()
+            trainer_times.append(start - self.mark)
+            with torch.enable_grad():
+                train_step(plain_module, optimizer, next(plain_batches), clip)
+            self.mark = time.perf_counter()
+            plain_times.append(self.mark - start)
 
-    stamps = Stamps()
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -200,23 +207,19 @@ def trainer_loop(module: Any, loader: DataLoader, clip: float) -> list[float]:
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        callbacks=[stamps],
+        callbacks=[Alternate()],
     )
-    trainer.fit(module, train_dataloaders=loader)
-    ends = stamps.ends
-    return [b - a for a, b in itertools.pairwise(ends)]
+    trainer.fit(trainer_module, train_dataloaders=loader)
+    return trainer_times, plain_times
 
 
-ROUNDS = 4  # rounds of (plain loop, Trainer), the order alternating: A B, B A, A B, B A
+ROUNDS = 2  # fresh runs of both sides from the same weights
 
 
 def run(quick: bool = False) -> list[Figure]:
     size = scratch_size(quick)
     batch, length = (4, 32) if quick else (16, 128)
-    # per run; ROUNDS runs a side. 16 timed steps a run: with 8, one burst of the neighbours'
-    # load moved a round's ratio by 0.1-0.2 (rounds 0.82-0.97 in one `make bench`, 0.95-1.12
-    # in another).
-    warmup, steps = (1, 3) if quick else (3, 16)
+    warmup, steps = (1, 3) if quick else (3, 40)  # pairs of steps a round
     rounds = 1 if quick else ROUNDS
     clip = 50.0
     batches = make_batches(warmup + steps, batch, length, size["vocab_size"])
@@ -225,20 +228,19 @@ def run(quick: bool = False) -> list[Figure]:
     module, kind = make_module(size, length)
     initial = {k: v.clone() for k, v in module.state_dict().items()}
 
-    # Interleaved rounds, each run from the same weights on a fresh module: a drift of the
-    # machine's load hits both sides alike (one run each read 0.95-1.07 between repeats).
     times: dict[str, list[float]] = {"plain": [], "lightning": []}
     ratios = []
-    for round_ in range(rounds):
-        order = ("plain", "lightning") if round_ % 2 == 0 else ("lightning", "plain")
-        this_round = {}
-        for name in order:
-            fresh, _ = make_module(size, length)
-            fresh.load_state_dict(initial)
-            loop = plain_loop if name == "plain" else trainer_loop
-            this_round[name] = loop(fresh, loader, clip)[warmup:]
-            times[name] += this_round[name]
-        ratios.append(median(this_round["plain"]) / median(this_round["lightning"]))
+    for _ in range(rounds):
+        sides = {}
+        for name in ("lightning", "plain"):
+            sides[name], _ = make_module(size, length)
+            sides[name].load_state_dict(initial)
+        lightning_times, plain_times = paired_steps(
+            sides["lightning"], sides["plain"], loader, clip
+        )
+        times["lightning"] += lightning_times[warmup:]
+        times["plain"] += plain_times[warmup:]
+        ratios.append(median(plain_times[warmup:]) / median(lightning_times[warmup:]))
 
     tokens = batch * length
     plain_step = median(times["plain"])
@@ -247,7 +249,7 @@ def run(quick: bool = False) -> list[Figure]:
     what = (
         f"{kind}; {size['n_layer']} layers, {size['n_embd']} wide, vocab {size['vocab_size']}, "
         f"{params / 1e6:.1f} M params; batch {batch} x {length} tokens, median of "
-        f"{rounds} x {steps} steps a side after warm-up, interleaved"
+        f"{rounds} x {steps} steps a side after warm-up, alternating step by step"
     )
     return [
         Figure("GPT-2 scratch, plain loop", round(tokens / plain_step), "tokens/s", note=what),
