@@ -91,8 +91,7 @@ def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
     """Seconds (all timed calls) of the fp32 and the bf16-autocast training step on one
     full-length batch, each also with nn.GRU layers (`model.fused_rnn=false`) and with the
     output layer W_o an nn.Linear (weight stored (out, in)) instead of `ColumnMajorLinear`;
-    fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off) and with
-    the gate passes on one thread (`fused_gru.set_parallel_rows(False)`)."""
+    fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off)."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
@@ -102,21 +101,16 @@ def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
     for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
         nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
     nets["fp32_aten_gates"] = copy.deepcopy(net)
-    nets["fp32_serial_rows"] = copy.deepcopy(net)
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
-    parallel = fused_gru.set_parallel_rows(True)  # likewise (DIALOGLAB_PARALLEL_ROWS)
-    fused_gru.set_parallel_rows(parallel)
 
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
-        fused_gru.set_parallel_rows(parallel and name != "fp32_serial_rows")
         try:
             return our_step(nets[name], optimizers[name], batch, "bf16" in name)
         finally:
             fused_gru.FUSED_GATES = setting
-            fused_gru.set_parallel_rows(parallel)
 
     times = time_interleaved(
         {name: (lambda name=name: step(name)) for name in nets},
@@ -125,6 +119,32 @@ def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
         settle=0 if quick else 1,  # a step after a step of the same network, as in training
     )
     return times
+
+
+def row_split_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
+    """Seconds of forward + backward through gru_attn's encoder GRU (bidirectional, `size`'s
+    layers, hidden, batch and length; fp32, fused) with each step's gate passes split over the
+    threads and on one thread (`fused_gru.set_parallel_rows`), interleaved. A layer stack, not
+    the whole step: the passes are a few ms of a ~400 ms step, below a step's run-to-run noise."""
+    set_seed(0)
+    H = size.hidden
+    rnn = torch.nn.GRU(H, H, size.layers, batch_first=True, bidirectional=True)
+    x = torch.randn(size.batch, size.length, H, requires_grad=True)
+    parallel = fused_gru.set_parallel_rows(True)  # as the environment left it
+
+    def fwd_bwd(split: bool) -> None:
+        fused_gru.set_parallel_rows(split)
+        try:
+            outputs, h_n = fused_gru.fused_gru(rnn, x)
+            (outputs.sum() + h_n.sum()).backward()
+        finally:
+            fused_gru.set_parallel_rows(parallel)
+
+    return time_interleaved(
+        {"split": lambda: fwd_bwd(True), "one thread": lambda: fwd_bwd(False)},
+        repeats=3 if quick else 40,
+        warmup=1 if quick else 3,
+    )
 
 
 def loss_curves(size: GRUSize, steps: int, quick: bool) -> dict[str, float]:
@@ -238,6 +258,27 @@ def _w_o_layout_rows(
     )
 
 
+def _row_split_rows(split: dict[str, list[float]] | None, size: GRUSize) -> list[Figure]:
+    """`row_split_timing`'s rows (none without the C++ loops, which hold the passes)."""
+    if split is None:
+        return []
+    return [
+        Figure(
+            "encoder GRU fwd+bwd, gate passes on one thread",
+            round(median(split["one thread"]) * 1e3, 1),
+            "ms",
+            note=f"fp32, {size.layers} bidirectional layers, H={size.hidden}, "
+            f"B={size.batch}, T={size.length}; fused_gru.set_parallel_rows(False)",
+        ),
+        Figure(
+            "encoder GRU fwd+bwd: time saved by splitting the gate passes over threads",
+            round(paired_saving(split, "one thread", "split") * 1e3, 2),
+            "ms",
+            note="median of the per-round differences",
+        ),
+    ]
+
+
 def run(quick: bool = False) -> list[Figure]:
     size = GRUSize.for_run(quick)
     threads = torch.get_num_threads()
@@ -255,6 +296,7 @@ def run(quick: bool = False) -> list[Figure]:
     achieved32 = flops / times["fp32"] / 1e9
     achieved16 = flops / times["bf16"] / 1e9
     drop = dropout_timing(quick)
+    split = row_split_timing(size, quick) if fused_gru.compiled_loops() else None
     steps = 10 if quick else 200
     curves = loss_curves(size, steps, quick)
     rel = abs(curves["bf16_val_loss"] - curves["fp32_val_loss"]) / curves["fp32_val_loss"]
@@ -306,15 +348,7 @@ def run(quick: bool = False) -> list[Figure]:
             "fused gate passes: time saved",
             "fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
         ),
-        *_saving_rows(
-            times,
-            all_times,
-            "fp32",
-            "fp32_serial_rows",
-            "fp32 with the gate passes on one thread",
-            "gate passes split over threads: time saved",
-            "fused_gru.set_parallel_rows(False): each step's rows on the calling thread",
-        ),
+        *_row_split_rows(split, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
         *_w_o_layout_rows(times, all_times, "bf16", "bf16-autocast"),

@@ -31,7 +31,9 @@ fp32, bf16 results rounded once) instead of five or six ATen kernels, and backwa
 gate gradients inside its loop from the saved r, z, n and gh (no coefficient buffer first):
 5-17 ms off the full-size gru_attn fp32 step on 2 cores (`python -m dialoglab.bench --only
 utilisation`, row "fused gate passes: time saved"). `FUSED_GATES = False` (or
-`DIALOGLAB_FUSED_GATES=0`) keeps the ATen kernels. The tests run every case in all three ways.
+`DIALOGLAB_FUSED_GATES=0`) keeps the ATen kernels. A step's rows are split over torch's
+intra-op threads (OpenMP; `set_parallel_rows`; `--only utilisation` times the encoder GRU
+both ways). The tests run every case in all three ways.
 Shapes: T time steps, B batch, I input size, H hidden size; time-major inside this file.
 """
 
