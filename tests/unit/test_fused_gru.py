@@ -241,16 +241,13 @@ def test_rows_split_over_threads_give_the_same_results(loops):
         for bf16 in (False, True):
             results = {}
             for parallel in (False, True):
-                previous = fused_gru_module.set_parallel_rows(parallel)
-                try:
+                with fused_gru_module.parallel_rows(parallel):
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         out, h_n = fused_gru(rnn, x, None, lengths)
                     grads = torch.autograd.grad(
                         (out.float() * out.detach().float()).sum() + h_n.float().sum(),
                         [x, *rnn.parameters()],
                     )
-                finally:
-                    fused_gru_module.set_parallel_rows(previous)
                 results[parallel] = (out, h_n, *grads)
             for a, b in zip(results[False], results[True], strict=True):
                 assert torch.equal(a, b)

@@ -124,21 +124,17 @@ def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
 def row_split_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
     """Seconds of forward + backward through gru_attn's encoder GRU (bidirectional, `size`'s
     layers, hidden, batch and length; fp32, fused) with each step's gate passes split over the
-    threads and on one thread (`fused_gru.set_parallel_rows`), interleaved. A layer stack, not
+    threads and on one thread (`fused_gru.parallel_rows`), interleaved. A layer stack, not
     the whole step: the passes are a few ms of a ~400 ms step, below a step's run-to-run noise."""
     set_seed(0)
     H = size.hidden
     rnn = torch.nn.GRU(H, H, size.layers, batch_first=True, bidirectional=True)
     x = torch.randn(size.batch, size.length, H, requires_grad=True)
-    parallel = fused_gru.set_parallel_rows(True)  # as the environment left it
 
     def fwd_bwd(split: bool) -> None:
-        fused_gru.set_parallel_rows(split)
-        try:
+        with fused_gru.parallel_rows(split):
             outputs, h_n = fused_gru.fused_gru(rnn, x)
             (outputs.sum() + h_n.sum()).backward()
-        finally:
-            fused_gru.set_parallel_rows(parallel)
 
     return time_interleaved(
         {"split": lambda: fwd_bwd(True), "one thread": lambda: fwd_bwd(False)},

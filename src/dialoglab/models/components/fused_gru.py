@@ -39,11 +39,12 @@ Shapes: T time steps, B batch, I input size, H hidden size; time-major inside th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -112,6 +113,16 @@ def set_parallel_rows(enabled: bool) -> bool:
     if not compiled_loops():
         return False
     return bool(torch.ops.dialoglab_gru.set_parallel_rows(enabled))
+
+
+@contextlib.contextmanager
+def parallel_rows(enabled: bool) -> Iterator[None]:
+    """`set_parallel_rows(enabled)` inside the block, the previous setting back afterwards."""
+    previous = set_parallel_rows(enabled)
+    try:
+        yield
+    finally:
+        set_parallel_rows(previous)
 
 
 def _use_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
