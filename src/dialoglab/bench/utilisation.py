@@ -22,6 +22,7 @@ import time
 import torch
 
 from dialoglab.bench.common import CORNELL_SLICE, Figure, median, set_seed, time_interleaved
+from dialoglab.bench.matmul_replay import Replay, record
 from dialoglab.bench.workloads import (
     GRUSize,
     cornell_datamodule,
@@ -87,14 +88,18 @@ def page_faults_per_step(size: GRUSize, steps: int) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
 
 
-def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
+def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], int]:
     """Seconds (all timed calls) of the fp32 and the bf16-autocast training step on one
     full-length batch, each also with nn.GRU layers (`model.fused_rnn=false`) and with the
     output layer W_o an nn.Linear (weight stored (out, in)) instead of `ColumnMajorLinear`;
-    fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off)."""
+    fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off), and
+    the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py). Also
+    returns the FLOPs of those recorded products."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
+    recorded = copy.deepcopy(net)  # one step of its own, so every timed copy starts alike
+    matmuls = Replay(record(lambda: our_step(recorded, make_optimizer(recorded), batch)))
     variants = ("", "_nn_gru", "_linear_w_o")
     nets = {p + v: copy.deepcopy(net) for p in ("fp32", "bf16") for v in variants}
     nets["fp32_nn_gru"].fused_rnn = nets["bf16_nn_gru"].fused_rnn = False
@@ -113,12 +118,12 @@ def step_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
             fused_gru.FUSED_GATES = setting
 
     times = time_interleaved(
-        {name: (lambda name=name: step(name)) for name in nets},
+        {**{name: (lambda name=name: step(name)) for name in nets}, "fp32_matmuls": matmuls},
         repeats=3 if quick else 8,
         warmup=1 if quick else 2,
         settle=0 if quick else 1,  # a step after a step of the same network, as in training
     )
-    return times
+    return times, matmuls.flops
 
 
 def row_split_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
@@ -254,6 +259,40 @@ def _w_o_layout_rows(
     )
 
 
+def _matmuls_alone_rows(
+    times: dict[str, float],
+    all_times: dict[str, list[float]],
+    flops: int,
+    recorded_flops: int,
+    peak: float,
+) -> list[Figure]:
+    """The fp32 step's matrix products replayed alone: their time, their share of the peak
+    (what the step would reach if nothing else cost time) and the step's time outside them."""
+    alone = times["fp32_matmuls"]
+    return [
+        Figure(
+            "gru_attn step fp32: its matmuls alone",
+            round(alone * 1e3, 1),
+            "ms",
+            note=f"the step's products recorded by torch.profiler ({recorded_flops / 1e9:.2f} "
+            f"GFLOP; counted {flops / 1e9:.2f}), replayed back to back on operands of the same "
+            "layouts (bench/matmul_replay.py)",
+        ),
+        Figure(
+            "gru_attn step fp32 matmuls alone / fp32 peak",
+            round(100 * recorded_flops / alone / 1e9 / peak, 1),
+            "%",
+            note="the ceiling on the step's share: the matmul libraries on the step's shapes",
+        ),
+        Figure(
+            "gru_attn step fp32: time outside its matmuls",
+            round(paired_saving(all_times, "fp32", "fp32_matmuls") * 1e3, 1),
+            "ms",
+            note="median of the per-round differences step - matmuls alone",
+        ),
+    ]
+
+
 def _row_split_rows(split: dict[str, list[float]] | None, size: GRUSize) -> list[Figure]:
     """`row_split_timing`'s rows (none without the C++ loops, which hold the passes)."""
     if split is None:
@@ -279,7 +318,7 @@ def run(quick: bool = False) -> list[Figure]:
     size = GRUSize.for_run(quick)
     threads = torch.get_num_threads()
     before = peaks(quick)
-    all_times = step_timing(size, quick)
+    all_times, recorded_flops = step_timing(size, quick)
     times = {name: median(ts) for name, ts in all_times.items()}
     best32 = min(all_times["fp32"])
     found = {name: max(value, peaks(quick)[name]) for name, value in before.items()}  # best of 2
@@ -327,6 +366,7 @@ def run(quick: bool = False) -> list[Figure]:
             "%",
             note=f"{best32 * 1e3:.1f} ms: the step timed as the peak is (best of the runs)",
         ),
+        *_matmuls_alone_rows(times, all_times, flops, recorded_flops, peak32),
         Figure(
             "page faults per fp32 step",
             round(faults),

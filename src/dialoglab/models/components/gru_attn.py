@@ -499,12 +499,14 @@ def count_flops_per_step(config: GRUAttnConfig, batch: int, src_len: int, tgt_le
         encoder += 2 * B * S * rnn_step(input_size)  # x2 directions
     decoder = config.decoder_n_layers * B * T * rnn_step(H)
 
-    attention = 2 * (2 * B * T * S * H)  # scores q·k and context weights @ keys
-    if config.attention == "general":
-        attention += 2 * B * S * H * H  # W k, once per key
-    elif config.attention == "concat":
+    attention = 2 * B * T * S * H  # context: weights @ keys
+    if config.attention == "concat":
         attention += 2 * B * T * H * H + 2 * B * S * H * H  # W_q q and W_k k
-        attention += 2 * B * T * S * H  # v · tanh(.) for every (query, key) pair
+        attention += 2 * B * T * S * H  # scores v · tanh(.) for every (query, key) pair
+    else:
+        attention += 2 * B * T * S * H  # scores q·k (general: q·(W k))
+        if config.attention == "general":
+            attention += 2 * B * S * H * H  # W k, once per key
 
     combine = 2 * B * T * (2 * H) * H  # W_c [rnn_out; context]
     output = 2 * B * T * H * V  # W_o

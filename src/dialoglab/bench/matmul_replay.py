@@ -1,0 +1,134 @@
+"""The matrix products a piece of code runs, recorded once and replayed alone.
+
+`record(fn)` runs `fn` once under torch.profiler and keeps every matrix product it calls, with
+its operands' shapes, strides and dtypes, including the ones our C++ time loops and autograd's
+backward call. `Replay(products)` runs the same products back to back on operands of the same
+layouts, with nothing between them: the time a training step would take if everything but its
+matmuls were free, at the speed the matmul libraries reach on the step's own shapes. The
+utilisation benchmark times it beside the step (rows "... matmuls alone").
+
+Operands are made once per distinct (shape, strides, dtype) and shared by every product of that
+layout, as a layer's time steps share its recurrent weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+# The product kernels, as the profiler names them. Wrappers (aten::linear, aten::matmul) call
+# one of these and are not counted themselves.
+PRODUCTS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "mkldnn::_linear_pointwise",
+)
+# Where each op's two multiplied operands are among its inputs (addmm: bias, a, b).
+_FACTORS = {
+    "aten::mm": (0, 1),
+    "aten::addmm": (1, 2),
+    "aten::bmm": (0, 1),
+    "aten::baddbmm": (1, 2),
+    "mkldnn::_linear_pointwise": (0, 1),
+}
+_DTYPES = {"float": torch.float32, "c10::BFloat16": torch.bfloat16, "c10::Half": torch.float16}
+
+
+@dataclass(frozen=True)
+class Product:
+    """One recorded matrix product: the op and its tensor inputs' shapes, strides and dtypes
+    (None for an absent optional input such as a bias)."""
+
+    op: str
+    shapes: tuple[tuple[int, ...] | None, ...]
+    strides: tuple[tuple[int, ...] | None, ...]
+    dtypes: tuple[torch.dtype | None, ...]
+
+    @property
+    def flops(self) -> int:
+        """2 x multiply-adds: (.., M, K) @ (.., K, N), or x (M.., K) @ w^T for w (N, K)."""
+        a, b = (self.shapes[i] for i in _FACTORS[self.op])
+        assert a is not None and b is not None
+        if self.op == "mkldnn::_linear_pointwise":
+            return 2 * math.prod(a) * b[0]
+        batch = math.prod(a[:-2])
+        return 2 * batch * a[-2] * a[-1] * b[-1]
+
+
+def _tensor_inputs(event) -> tuple[tuple, tuple, tuple]:
+    """(shapes, strides, dtypes) of an event's inputs, None where an input is not a tensor."""
+    shapes, strides, dtypes = [], [], []
+    for shape, stride, dtype in zip(
+        event.input_shapes, event.structured_input_strides, event.input_dtypes, strict=False
+    ):
+        tensor = dtype in _DTYPES and isinstance(shape, list) and len(shape) > 0
+        shapes.append(tuple(shape) if tensor else None)
+        strides.append(tuple(stride) if tensor else None)
+        dtypes.append(_DTYPES[dtype] if tensor else None)
+    return tuple(shapes), tuple(strides), tuple(dtypes)
+
+
+def record(fn: Callable[[], object]) -> list[Product]:
+    """Run `fn` once and return the matrix products it ran, in order."""
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    products = []
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        if event.name not in PRODUCTS:
+            continue
+        parent, nested = event.cpu_parent, False
+        while parent is not None and not nested:  # a product inside another is not its own
+            nested, parent = parent.name in PRODUCTS, parent.cpu_parent
+        if not nested:
+            products.append(Product(event.name, *_tensor_inputs(event)))
+    return products
+
+
+class Replay:
+    """The recorded products, runnable back to back: `replay()` runs them all once."""
+
+    def __init__(self, products: list[Product], seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        operands: dict[tuple, torch.Tensor] = {}
+
+        def operand(shape, stride, dtype) -> torch.Tensor | None:
+            if shape is None:
+                return None
+            key = (shape, stride, dtype)
+            if key not in operands:
+                t = torch.empty_strided(shape, stride, dtype=dtype)
+                t.copy_(torch.randn(shape, generator=generator))  # every element, any layout
+                operands[key] = t
+            return operands[key]
+
+        self.products = products
+        self.flops = sum(p.flops for p in products)
+        self._calls = []
+        for p in products:
+            layouts = zip(p.shapes, p.strides, p.dtypes, strict=True)
+            self._calls.append(self._call(p, [operand(*layout) for layout in layouts]))
+
+    @staticmethod
+    def _call(product: Product, inputs: list[torch.Tensor | None]) -> Callable[[], object]:
+        """The product as a call on `inputs` (the op's own argument order)."""
+        if product.op == "mkldnn::_linear_pointwise":
+            x, w, b = inputs[:3]
+            linear = torch.ops.mkldnn._linear_pointwise
+            return lambda: linear(x, w, b, "none", [], "")
+        op = {"aten::mm": torch.mm, "aten::bmm": torch.bmm}.get(product.op)
+        if op is not None:
+            a, b = inputs[:2]
+            return lambda: op(a, b)
+        op = torch.addmm if product.op == "aten::addmm" else torch.baddbmm
+        c, a, b = inputs[:3]
+        return lambda: op(c, a, b)
+
+    def __call__(self) -> None:
+        for call in self._calls:
+            call()

@@ -1,0 +1,63 @@
+"""bench/matmul_replay.py: a function's matrix products recorded with their layouts, replayed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dialoglab.bench.matmul_replay import Product, Replay, record
+from dialoglab.bench.workloads import make_optimizer, our_step, synthetic_batch
+from dialoglab.models.components.gru_attn import (
+    GRUAttnConfig,
+    GRUAttnSeq2Seq,
+    count_flops_per_step,
+)
+
+
+def test_a_product_is_recorded_with_its_operands_layouts_and_flops():
+    a, b = torch.randn(30, 20).t(), torch.randn(30, 7)  # a: (20, 30), column-major
+    (product,) = record(lambda: torch.mm(a, b))
+    assert product == Product(
+        "aten::mm", ((20, 30), (30, 7)), ((1, 20), (7, 1)), (torch.float32, torch.float32)
+    )
+    assert product.flops == 2 * 20 * 30 * 7
+
+
+def test_wrappers_count_once_and_other_ops_not_at_all():
+    x, w, bias = torch.randn(4, 5, 6), torch.randn(3, 6), torch.randn(3)
+    products = record(lambda: (torch.matmul(x, w.t()), torch.nn.functional.linear(x, w, bias)))
+    assert sum(p.flops for p in products) == 2 * (2 * 4 * 5 * 6 * 3)
+    assert record(lambda: (x * 2).sum()) == []
+
+
+def test_linear_pointwise_counts_rows_by_the_weights_outputs():
+    product = Product(
+        "mkldnn::_linear_pointwise", ((64, 500), (1500, 500), (1500,)), (), (torch.float32,)
+    )
+    assert product.flops == 2 * 64 * 500 * 1500
+
+
+def test_replay_runs_the_recorded_products_in_their_layouts():
+    a, b, c = torch.randn(9, 4).t(), torch.randn(9, 5), torch.randn(3, 6, 2)
+    bias = torch.randn(5)
+    products = record(
+        lambda: (torch.mm(a, b), torch.addmm(bias, a, b), torch.bmm(c, c.transpose(1, 2)))
+    )
+    replay = Replay(products)
+    assert record(replay) == products
+    assert replay.flops == sum(p.flops for p in products) > 0
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "concat"])
+def test_a_training_steps_products_are_the_counted_flops(attention):
+    """The analytic count of utilisation's FLOPs equals what a full-length step multiplies:
+    forward, both gradients of every product, C++ loops and autograd's backward included."""
+    config = GRUAttnConfig(
+        vocab_size=40, hidden_size=16, encoder_n_layers=2, decoder_n_layers=2, attention=attention
+    )
+    torch.manual_seed(0)
+    net = GRUAttnSeq2Seq(config).train()
+    batch = synthetic_batch(config.vocab_size, batch=4, src_len=5, tgt_len=6)
+    optimizer = make_optimizer(net)
+    products = record(lambda: our_step(net, optimizer, batch))
+    assert sum(p.flops for p in products) == count_flops_per_step(config, 4, 5, 6)
