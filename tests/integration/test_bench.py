@@ -49,3 +49,17 @@ def test_runner_lists_and_rejects_unknown_names(capsys) -> None:
         assert exit_.code == 2
     else:  # pragma: no cover
         raise AssertionError("an unknown benchmark name must be rejected")
+
+
+def test_quick_utilisation_replays_the_steps_own_matmuls() -> None:
+    """The utilisation benchmark at its quick sizes: the step's recorded products carry exactly
+    the counted FLOPs, and the replay's rows are there with their per-layout times."""
+    from dialoglab.bench import utilisation
+
+    figures = {figure.name: figure for figure in utilisation.run(quick=True)}
+    alone = figures["gru_attn step fp32: its matmuls alone"]
+    assert alone.extra["recorded_flops"] == alone.extra["counted_flops"] > 0
+    assert alone.value > 0 and alone.extra["groups"]
+    assert sum(group["count"] for group in alone.extra["groups"]) > 0
+    assert figures["gru_attn step fp32 matmuls alone / fp32 peak"].value > 0
+    assert isinstance(figures["gru_attn step fp32: time outside its matmuls"].value, float)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dialoglab.bench.matmul_replay import Product, Replay, record
+from dialoglab.bench.matmul_replay import Product, Replay, record, time_groups
 from dialoglab.bench.workloads import make_optimizer, our_step, synthetic_batch
 from dialoglab.models.components.gru_attn import (
     GRUAttnConfig,
@@ -61,3 +61,22 @@ def test_a_training_steps_products_are_the_counted_flops(attention):
     optimizer = make_optimizer(net)
     products = record(lambda: our_step(net, optimizer, batch))
     assert sum(p.flops for p in products) == count_flops_per_step(config, 4, 5, 6)
+
+
+def test_groups_gather_the_products_of_one_layout_slowest_first():
+    a, b = torch.randn(9, 4).t(), torch.randn(9, 5)
+    big = torch.randn(200, 200)
+    replay = Replay(record(lambda: (torch.mm(a, b), torch.mm(a, b), torch.mm(big, big))))
+    groups = time_groups(replay, repeats=3)
+    assert [(g.label, g.count) for g in groups] == [
+        ("mm (200, 200) @ (200, 200)", 1),
+        ("mm (4, 9)^T @ (9, 5)", 2),
+    ]
+    assert all(g.seconds > 0 and g.gflops_per_s > 0 for g in groups)
+
+
+def test_a_linears_weight_is_labelled_as_the_factor_it_multiplies_by():
+    row_major = Product("mkldnn::_linear_pointwise", ((8, 32), (96, 32)), ((32, 1), (32, 1)), ())
+    transposed = Product("mkldnn::_linear_pointwise", ((8, 32), (96, 32)), ((32, 1), (1, 96)), ())
+    assert row_major.label == "_linear_pointwise (8, 32) @ (32, 96)^T"
+    assert transposed.label == "_linear_pointwise (8, 32) @ (32, 96)"

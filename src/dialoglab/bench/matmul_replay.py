@@ -14,6 +14,8 @@ layout, as a layer's time steps share its recurrent weight.
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +51,21 @@ class Product:
     shapes: tuple[tuple[int, ...] | None, ...]
     strides: tuple[tuple[int, ...] | None, ...]
     dtypes: tuple[torch.dtype | None, ...]
+
+    @property
+    def label(self) -> str:
+        """The op and its two factors as multiplied, `^T` marking one stored column-major: e.g.
+        `mm (1500, 640)^T @ (640, 500)`; a linear's weight w (N, K) is the factor w^T (K, N)."""
+        a, b = (self._factor_text(i) for i in _FACTORS[self.op])
+        return f"{self.op.split('::')[1]} {a} @ {b}"
+
+    def _factor_text(self, index: int) -> str:
+        shape, stride = self.shapes[index], self.strides[index]
+        assert shape is not None and stride is not None
+        if self.op == "mkldnn::_linear_pointwise" and index == 1:  # the factor is w^T
+            shape, stride = shape[::-1], stride[::-1]
+        column_major = len(shape) >= 2 and stride[-1] != 1
+        return f"{tuple(shape)}{'^T' if column_major else ''}"
 
     @property
     def flops(self) -> int:
@@ -109,10 +126,10 @@ class Replay:
 
         self.products = products
         self.flops = sum(p.flops for p in products)
-        self._calls = []
+        self.calls = []
         for p in products:
             layouts = zip(p.shapes, p.strides, p.dtypes, strict=True)
-            self._calls.append(self._call(p, [operand(*layout) for layout in layouts]))
+            self.calls.append(self._call(p, [operand(*layout) for layout in layouts]))
 
     @staticmethod
     def _call(product: Product, inputs: list[torch.Tensor | None]) -> Callable[[], object]:
@@ -130,5 +147,36 @@ class Replay:
         return lambda: op(c, a, b)
 
     def __call__(self) -> None:
-        for call in self._calls:
+        for call in self.calls:
             call()
+
+
+@dataclass(frozen=True)
+class GroupTime:
+    """The products of one layout (`Product.label`): how many, their median seconds together."""
+
+    label: str
+    count: int
+    seconds: float
+    gflops_per_s: float
+
+
+def time_groups(replay: Replay, repeats: int) -> list[GroupTime]:
+    """Each layout's products timed together (median of `repeats` rounds over all groups),
+    slowest group first: where the replay's time goes."""
+    groups: dict[str, list[int]] = {}
+    for index, product in enumerate(replay.products):
+        groups.setdefault(product.label, []).append(index)
+    times: dict[str, list[float]] = {label: [] for label in groups}
+    for _ in range(repeats):
+        for label, indices in groups.items():
+            start = time.perf_counter()
+            for index in indices:
+                replay.calls[index]()
+            times[label].append(time.perf_counter() - start)
+    found = []
+    for label, indices in groups.items():
+        seconds = statistics.median(times[label])
+        flops = sum(replay.products[index].flops for index in indices)
+        found.append(GroupTime(label, len(indices), seconds, flops / seconds / 1e9))
+    return sorted(found, key=lambda group: -group.seconds)

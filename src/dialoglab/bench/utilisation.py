@@ -16,13 +16,14 @@ must agree within 2 %.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import resource
 import time
 
 import torch
 
 from dialoglab.bench.common import CORNELL_SLICE, Figure, median, set_seed, time_interleaved
-from dialoglab.bench.matmul_replay import Replay, record
+from dialoglab.bench.matmul_replay import Replay, record, time_groups
 from dialoglab.bench.workloads import (
     GRUSize,
     cornell_datamodule,
@@ -88,13 +89,13 @@ def page_faults_per_step(size: GRUSize, steps: int) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
 
 
-def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], int]:
+def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Replay]:
     """Seconds (all timed calls) of the fp32 and the bf16-autocast training step on one
     full-length batch, each also with nn.GRU layers (`model.fused_rnn=false`) and with the
     output layer W_o an nn.Linear (weight stored (out, in)) instead of `ColumnMajorLinear`;
     fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off), and
     the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py). Also
-    returns the FLOPs of those recorded products."""
+    returns that replay of the step's products."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
@@ -123,7 +124,7 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], int
         warmup=1 if quick else 2,
         settle=0 if quick else 1,  # a step after a step of the same network, as in training
     )
-    return times, matmuls.flops
+    return times, matmuls
 
 
 def row_split_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
@@ -263,24 +264,33 @@ def _matmuls_alone_rows(
     times: dict[str, float],
     all_times: dict[str, list[float]],
     flops: int,
-    recorded_flops: int,
+    matmuls: Replay,
+    quick: bool,
     peak: float,
 ) -> list[Figure]:
     """The fp32 step's matrix products replayed alone: their time, their share of the peak
-    (what the step would reach if nothing else cost time) and the step's time outside them."""
+    (what the step would reach if nothing else cost time) and the step's time outside them;
+    the time per product layout goes into the first row's extra (results.json)."""
     alone = times["fp32_matmuls"]
+    groups = time_groups(matmuls, 3 if quick else 7)
     return [
         Figure(
             "gru_attn step fp32: its matmuls alone",
             round(alone * 1e3, 1),
             "ms",
-            note=f"the step's products recorded by torch.profiler ({recorded_flops / 1e9:.2f} "
-            f"GFLOP; counted {flops / 1e9:.2f}), replayed back to back on operands of the same "
-            "layouts (bench/matmul_replay.py)",
+            note=f"the step's {len(matmuls.products)} products recorded by torch.profiler "
+            f"({matmuls.flops / 1e9:.2f} GFLOP; counted {flops / 1e9:.2f}), replayed back to "
+            f"back on operands of the same layouts (bench/matmul_replay.py); most time: "
+            f"{groups[0].count}x {groups[0].label} at {groups[0].gflops_per_s:.0f} GFLOP/s",
+            extra={
+                "recorded_flops": matmuls.flops,
+                "counted_flops": flops,
+                "groups": [dataclasses.asdict(group) for group in groups],
+            },
         ),
         Figure(
             "gru_attn step fp32 matmuls alone / fp32 peak",
-            round(100 * recorded_flops / alone / 1e9 / peak, 1),
+            round(100 * matmuls.flops / alone / 1e9 / peak, 1),
             "%",
             note="the ceiling on the step's share: the matmul libraries on the step's shapes",
         ),
@@ -318,7 +328,7 @@ def run(quick: bool = False) -> list[Figure]:
     size = GRUSize.for_run(quick)
     threads = torch.get_num_threads()
     before = peaks(quick)
-    all_times, recorded_flops = step_timing(size, quick)
+    all_times, matmuls = step_timing(size, quick)
     times = {name: median(ts) for name, ts in all_times.items()}
     best32 = min(all_times["fp32"])
     found = {name: max(value, peaks(quick)[name]) for name, value in before.items()}  # best of 2
@@ -366,7 +376,7 @@ def run(quick: bool = False) -> list[Figure]:
             "%",
             note=f"{best32 * 1e3:.1f} ms: the step timed as the peak is (best of the runs)",
         ),
-        *_matmuls_alone_rows(times, all_times, flops, recorded_flops, peak32),
+        *_matmuls_alone_rows(times, all_times, flops, matmuls, quick, peak32),
         Figure(
             "page faults per fp32 step",
             round(faults),
