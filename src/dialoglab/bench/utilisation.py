@@ -6,7 +6,9 @@ source and target length 10). Peak is the best of square matmuls of a few sizes,
 same process before and after the step timings, so both see the same machine load. In fp32 it
 is measured twice, through torch.mm (MKL's sgemm, the issue's "plain PyTorch loop") and through
 oneDNN (which the step's fused GRU and output layers use, models/components/onednn.py); the
-target row divides by the higher of the two.
+target row divides by the higher of the two. The step's own matrix products, recorded once and
+replayed alone (bench/matmul_replay.py), are timed with the steps: the share of the peak the
+step would reach if nothing but its matmuls cost time, and the time it spends outside them.
 
 Then the loss-curve check of `bf16-mixed`: 200 steps from the same initial weights over the same
 Cornell-slice batches at fp32 and under bf16 autocast; the validation losses after those steps
