@@ -263,17 +263,12 @@ def _w_o_layout_rows(
 
 
 def _matmuls_alone_rows(
-    times: dict[str, float],
-    all_times: dict[str, list[float]],
-    flops: int,
-    matmuls: Replay,
-    quick: bool,
-    peak: float,
+    all_times: dict[str, list[float]], matmuls: Replay, counted: int, peak: float, quick: bool
 ) -> list[Figure]:
     """The fp32 step's matrix products replayed alone: their time, their share of the peak
     (what the step would reach if nothing else cost time) and the step's time outside them;
     the time per product layout goes into the first row's extra (results.json)."""
-    alone = times["fp32_matmuls"]
+    alone = median(all_times["fp32_matmuls"])
     groups = time_groups(matmuls, 3 if quick else 7)
     return [
         Figure(
@@ -281,12 +276,12 @@ def _matmuls_alone_rows(
             round(alone * 1e3, 1),
             "ms",
             note=f"the step's {len(matmuls.products)} products recorded by torch.profiler "
-            f"({matmuls.flops / 1e9:.2f} GFLOP; counted {flops / 1e9:.2f}), replayed back to "
+            f"({matmuls.flops / 1e9:.2f} GFLOP; counted {counted / 1e9:.2f}), replayed back to "
             f"back on operands of the same layouts (bench/matmul_replay.py); most time: "
             f"{groups[0].count}x {groups[0].label} at {groups[0].gflops_per_s:.0f} GFLOP/s",
             extra={
                 "recorded_flops": matmuls.flops,
-                "counted_flops": flops,
+                "counted_flops": counted,
                 "groups": [dataclasses.asdict(group) for group in groups],
             },
         ),
@@ -378,7 +373,7 @@ def run(quick: bool = False) -> list[Figure]:
             "%",
             note=f"{best32 * 1e3:.1f} ms: the step timed as the peak is (best of the runs)",
         ),
-        *_matmuls_alone_rows(times, all_times, flops, matmuls, quick, peak32),
+        *_matmuls_alone_rows(all_times, matmuls, flops, peak32, quick),
         Figure(
             "page faults per fp32 step",
             round(faults),
