@@ -60,6 +60,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "dialoglab.bench.chat_latency:run",
         "Chatbot.reply latency of a trained checkpoint (DIALOGLAB_CHAT_CKPT or newest in outputs/)",
     ),
+    "gpu": (
+        "dialoglab.bench.gpu:run",
+        "on a CUDA device: matmul peaks, gru_attn vs the tutorial loop, GPT-2 124M MFU, DDP",
+    ),
 }
 BUDGET_SECONDS = 15 * 60
 

@@ -104,9 +104,10 @@ def mask_nll_loss(inp: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
 
 
 def tutorial_batch(batch: dict[str, torch.Tensor], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Our collated batch in the tutorial's layout: sorted by source length, time-major."""
+    """Our collated batch in the tutorial's layout: sorted by source length, time-major (on
+    the batch's device, except the lengths: packing reads them on the CPU)."""
     order = torch.argsort(batch["src_lengths"], descending=True, stable=True)
-    src_lengths = batch["src_lengths"][order]
+    src_lengths = batch["src_lengths"][order].cpu()
     src = batch["src"][order, : int(src_lengths[0])]
     target = batch["target"][order]
     mask = target != pad_id
@@ -161,11 +162,12 @@ class TutorialTrainer:
 
         encoder_outputs, encoder_hidden = self.encoder(input_variable, lengths)
         S, L = encoder_outputs.size(0), self.encoder.n_layers
-        src_mask = torch.arange(S).unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
+        device = encoder_outputs.device  # `lengths` stay on the CPU, as packing needs them
+        src_mask = torch.arange(S, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
         # our model's bridge: directions summed, the decoder's number of top layers
         summed = encoder_hidden.view(L, 2, batch_size, -1).sum(dim=1)
         decoder_hidden = summed[L - self.decoder.n_layers :]
-        decoder_input = torch.LongTensor([[self.sos for _ in range(batch_size)]])
+        decoder_input = torch.LongTensor([[self.sos for _ in range(batch_size)]]).to(device)
 
         use_teacher_forcing = random.random() < self.teacher_forcing_ratio
         for t in range(batch["max_target_len"]):
@@ -177,6 +179,7 @@ class TutorialTrainer:
             else:
                 _, topi = decoder_output.topk(1)
                 decoder_input = torch.LongTensor([[topi[i][0] for i in range(batch_size)]])
+                decoder_input = decoder_input.to(device)
             mask_loss, n_total = mask_nll_loss(decoder_output, target_variable[t], mask[t])
             loss += mask_loss
             print_losses.append(mask_loss.item() * n_total)

@@ -1,0 +1,300 @@
+"""8. On a GPU: the suite's questions where a GPU changes the answer (skipped without CUDA).
+
+In one process on the first CUDA device, each comparison timed call by call in turn, every call
+bracketed by torch.cuda.synchronize():
+
+- the dense-matmul peak measured here: bf16, and fp32 with TF32 off and on;
+- gru_attn (the utilisation workload: hidden 500, 2+2 layers, vocab 8000, length 10) on cuDNN:
+  our parallel teacher-forced step vs the tutorial's per-time-step decoder loop
+  (`tutorial_baseline.py`, the same weights), fp32 and bf16 autocast, at batch 64 and 512;
+- GPT-2 124M-size from scratch (12 layers, 768 wide, 12 heads, vocab 50257, 1024 positions),
+  bf16 autocast, fused AdamW: tokens/s and MFU (`gpt2_flops_per_token` against the bf16 peak
+  measured above), eager and torch.compile'd;
+- DDP on one GPU: the same GPT-2 step inside DistributedDataParallel (NCCL, world size 1, the
+  wrapper `trainer.strategy=ddp` puts around the model) vs without.
+
+The helpers take a device, so the tests run them on the CPU at tiny sizes (gloo for DDP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dialoglab.bench.common import Figure, median, set_seed, time_interleaved
+from dialoglab.bench.tutorial_baseline import TutorialTrainer, tutorial_batch
+from dialoglab.bench.workloads import GRUSize, make_optimizer, our_step, synthetic_batch
+from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per_step
+
+
+def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """`fn` followed by a wait for the device's queued work, so that timers see all of it."""
+
+    def call() -> None:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return call
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> float:
+    """Best TFLOP/s of an (n x n) @ (n x n) product on `device`."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    product = synchronized(lambda: torch.mm(a, b), device)
+    product()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e12
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """TF32 tensor-core products for fp32 matmuls inside the block (torch's default: off)."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+# -----------------------------------------------------------------------------
+# gru_attn: our step vs the tutorial's loop
+
+
+def gru_step_times(
+    size: GRUSize, batch_size: int, device: torch.device, repeats: int
+) -> dict[str, list[float]]:
+    """Seconds per training step at `batch_size`: the tutorial's loop (fp32) and ours in fp32 and
+    under bf16 autocast, the same initial weights and batch, interleaved."""
+    set_seed(0)
+    base = GRUAttnSeq2Seq(size.config()).to(device).train()
+    batch = {
+        k: v.to(device)
+        for k, v in synthetic_batch(size.vocab, batch_size, size.length, size.length).items()
+    }
+    tutorial = TutorialTrainer(copy.deepcopy(base))
+    tut_batch = tutorial_batch(batch, base.config.pad_id)
+    nets = {name: copy.deepcopy(base) for name in ("ours_fp32", "ours_bf16")}
+    optimizers = {name: make_optimizer(net) for name, net in nets.items()}
+    autocast = device.type == "cuda"  # bf16 autocast on the CPU is the utilisation bench's
+
+    def ours(name: str) -> None:
+        our_step(nets[name], optimizers[name], batch, bf16=name == "ours_bf16" and autocast)
+
+    return time_interleaved(
+        {
+            "tutorial": synchronized(lambda: tutorial.step(tut_batch), device),
+            **{name: synchronized(lambda name=name: ours(name), device) for name in nets},
+        },
+        repeats=repeats,
+        warmup=2,
+    )
+
+
+# -----------------------------------------------------------------------------
+# GPT-2: tokens/s, MFU, DDP
+
+
+@dataclass(frozen=True)
+class GPT2Size:
+    layers: int = 12
+    width: int = 768
+    heads: int = 12
+    vocab: int = 50257
+    positions: int = 1024
+    batch: int = 16
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch * self.positions
+
+
+def gpt2_flops_per_token(size: GPT2Size) -> int:
+    """Matmul FLOPs per trained token (forward + backward = 3 x forward, a multiply-add as 2):
+    per layer the four weight matrices (12 d^2 weights) and attention's two products over the
+    context (q k^T and weights @ v, counted over all T positions as in PaLM's MFU), and the
+    output layer (V d)."""
+    d, L, T, V = size.width, size.layers, size.positions, size.vocab
+    forward = 2 * (L * 12 * d * d + V * d) + L * 2 * 2 * T * d
+    return 3 * forward
+
+
+def make_gpt2(size: GPT2Size, device: torch.device, attention: str = "sdpa") -> nn.Module:
+    """A randomly initialised GPT-2 of `size`, dropout off (timing, not regularisation)."""
+    from dialoglab.models.components.gpt2 import SpecialIds, gpt2_from_scratch
+
+    eos = size.vocab - 1
+    model = gpt2_from_scratch(
+        SpecialIds(size.vocab, eos, eos, eos),
+        n_layer=size.layers,
+        n_head=size.heads,
+        n_embd=size.width,
+        n_positions=size.positions,
+        dropout=0.0,
+    )
+    model.config._attn_implementation = attention
+    return model.to(device).train()
+
+
+def gpt2_trainer(
+    model: nn.Module, device: torch.device, bf16: bool
+) -> Callable[[torch.Tensor], float]:
+    """One AdamW training step of `model` (fused on CUDA) on a (B, T) batch of token ids."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda")
+
+    def step(ids: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def single_process_group(device: torch.device) -> Iterator[None]:
+    """A torch.distributed group of this process alone (NCCL on CUDA, gloo on the CPU)."""
+    import torch.distributed as dist
+
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def gpt2_step_times(
+    size: GPT2Size, device: torch.device, repeats: int, bf16: bool, compiled: bool
+) -> tuple[dict[str, list[float]], float | None]:
+    """Seconds per GPT-2 step, interleaved: eager, inside DDP (world size 1), and compiled when
+    asked; with the first compiled step's seconds (compilation included)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    set_seed(0)
+    base = make_gpt2(size, device)
+    ids = torch.randint(0, size.vocab, (size.batch, size.positions), device=device)
+    with single_process_group(device):
+        ddp = DistributedDataParallel(
+            copy.deepcopy(base), device_ids=[device.index or 0] if device.type == "cuda" else None
+        )
+        steps = {"eager": gpt2_trainer(base, device, bf16), "ddp": gpt2_trainer(ddp, device, bf16)}
+        first_compiled = None
+        if compiled:
+            compiled_model = torch.compile(copy.deepcopy(base))
+            steps["compiled"] = gpt2_trainer(compiled_model, device, bf16)
+            start = time.perf_counter()
+            synchronized(lambda: steps["compiled"](ids), device)()
+            first_compiled = time.perf_counter() - start
+        times = time_interleaved(
+            {
+                name: synchronized(lambda step=step: step(ids), device)
+                for name, step in steps.items()
+            },
+            repeats=repeats,
+            warmup=2,
+        )
+    return times, first_compiled
+
+
+# -----------------------------------------------------------------------------
+# The benchmark
+
+
+def run(quick: bool = False) -> list[Figure]:
+    if not torch.cuda.is_available():
+        return [Figure("GPU benchmarks", None, note="no CUDA device here: skipped")]
+    return run_on(torch.device("cuda", 0), quick)
+
+
+def run_on(device: torch.device, quick: bool) -> list[Figure]:
+    """Every figure, on `device` (CUDA for the benchmark; the tests use the CPU, without the
+    compiled GPT-2 step)."""
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    n, repeats = (1024, 3) if quick else (8192, 10)
+    peak16 = matmul_tflops(device, torch.bfloat16, n, repeats)
+    with tf32(False):
+        peak32 = matmul_tflops(device, torch.float32, n, repeats)
+    with tf32(True):
+        peak_tf32 = matmul_tflops(device, torch.float32, n, repeats)
+    figures = [
+        Figure("GPU bf16 matmul peak", round(peak16, 1), "TFLOP/s", note=f"{name}, n={n}"),
+        Figure("GPU fp32 matmul peak (TF32 off)", round(peak32, 1), "TFLOP/s"),
+        Figure("GPU fp32 matmul peak (TF32 on)", round(peak_tf32, 1), "TFLOP/s"),
+    ]
+    size = GRUSize.for_run(quick)
+    for batch_size in (size.batch, 512 if not quick else 16):
+        times = gru_step_times(size, batch_size, device, repeats=5 if quick else 20)
+        step = {k: median(v) for k, v in times.items()}
+        flops = count_flops_per_step(size.config(), batch_size, size.length, size.length)
+        label = f"gru_attn batch {batch_size}"
+        figures += [
+            Figure(
+                f"GPU {label}: tutorial step loop (fp32)", round(step["tutorial"] * 1e3, 2), "ms"
+            ),
+            Figure(f"GPU {label}: our step fp32", round(step["ours_fp32"] * 1e3, 2), "ms"),
+            Figure(f"GPU {label}: our step bf16-autocast", round(step["ours_bf16"] * 1e3, 2), "ms"),
+            Figure(
+                f"GPU {label}: speed-up over the tutorial step, fp32",
+                round(step["tutorial"] / step["ours_fp32"], 1),
+                "x",
+            ),
+            Figure(
+                f"GPU {label}: speed-up over the tutorial step, bf16-autocast",
+                round(step["tutorial"] / step["ours_bf16"], 1),
+                "x",
+                note=f"our bf16 step {flops / step['ours_bf16'] / 1e12:.2f} TFLOP/s "
+                "(count_flops_per_step; cuDNN also runs the zero-state products it leaves out)",
+            ),
+        ]
+    gpt2 = GPT2Size(layers=2, width=128, heads=2, positions=128, batch=4) if quick else GPT2Size()
+    times, first = gpt2_step_times(gpt2, device, 5 if quick else 20, bf16=cuda, compiled=cuda)
+    step = {k: median(v) for k, v in times.items()}
+    per_token = gpt2_flops_per_token(gpt2)
+    precision = "bf16 autocast" if cuda else "fp32"
+    shape = f"{gpt2.layers} x {gpt2.width}, {gpt2.batch} x {gpt2.positions} tokens, {precision}"
+    for variant in [v for v in ("eager", "compiled") if v in step]:
+        tokens_per_s = gpt2.tokens_per_step / step[variant]
+        figures += [
+            Figure(f"GPU GPT-2 step ({variant})", round(tokens_per_s), "tokens/s", note=shape),
+            Figure(
+                f"GPU GPT-2 MFU ({variant})",
+                round(100 * tokens_per_s * per_token / (peak16 * 1e12), 1),
+                "%",
+                note=f"{per_token / 1e9:.2f} GFLOP/token (gpt2_flops_per_token) / bf16 peak above",
+            ),
+        ]
+    if first is not None:
+        figures.append(Figure("GPU GPT-2 first compiled step", round(first, 1), "s"))
+    figures += [
+        Figure(
+            "GPU GPT-2 DDP (1 GPU, NCCL) / plain throughput",
+            round(step["eager"] / step["ddp"], 3),
+            note="DistributedDataParallel around the same model, world size 1",
+        ),
+    ]
+    return figures

@@ -1,0 +1,65 @@
+"""bench/gpu.py's helpers, run on the CPU at tiny sizes (the benchmark itself needs CUDA)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dialoglab.bench import gpu
+from dialoglab.bench.matmul_replay import record
+from dialoglab.bench.workloads import GRUSize
+
+CPU = torch.device("cpu")
+TINY = gpu.GPT2Size(layers=2, width=32, heads=2, vocab=50, positions=16, batch=2)
+
+
+def test_gpt2_flops_per_token_is_what_a_training_step_multiplies():
+    torch.manual_seed(0)
+    model = gpu.make_gpt2(TINY, CPU, attention="eager")  # attention as products, recordable
+    step = gpu.gpt2_trainer(model, CPU, bf16=False)
+    ids = torch.randint(0, TINY.vocab, (TINY.batch, TINY.positions))
+    products = record(lambda: step(ids))
+    assert sum(p.flops for p in products) == gpu.gpt2_flops_per_token(TINY) * TINY.tokens_per_step
+
+
+def test_ddp_of_one_process_trains_exactly_like_the_plain_model():
+    torch.manual_seed(0)
+    plain = gpu.make_gpt2(TINY, CPU)
+    ids = torch.randint(0, TINY.vocab, (TINY.batch, TINY.positions))
+    with gpu.single_process_group(CPU):
+        wrapped = torch.nn.parallel.DistributedDataParallel(copy.deepcopy(plain))
+        steps = gpu.gpt2_trainer(plain, CPU, bf16=False), gpu.gpt2_trainer(wrapped, CPU, False)
+        for _ in range(3):
+            losses = [step(ids) for step in steps]
+            assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for a, b in zip(plain.parameters(), wrapped.module.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_gpt2_step_times_cover_eager_and_ddp():
+    times, first_compiled = gpu.gpt2_step_times(TINY, CPU, repeats=2, bf16=False, compiled=False)
+    assert set(times) == {"eager", "ddp"} and first_compiled is None
+    assert all(len(ts) == 2 and min(ts) > 0 for ts in times.values())
+
+
+def test_gru_steps_time_the_tutorial_loop_and_ours():
+    times = gpu.gru_step_times(GRUSize.for_run(quick=True), 4, CPU, repeats=2)
+    assert set(times) == {"tutorial", "ours_fp32", "ours_bf16"}
+    assert all(len(ts) == 2 and min(ts) > 0 for ts in times.values())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
+def test_without_cuda_the_benchmark_says_it_skipped():
+    (figure,) = gpu.run(quick=True)
+    assert figure.value is None and "no CUDA device" in figure.note
+
+
+def test_every_figure_is_built_on_the_cpu_at_quick_sizes():
+    figures = {figure.name: figure for figure in gpu.run_on(CPU, quick=True)}
+    assert figures["GPU bf16 matmul peak"].value > 0
+    assert figures["GPU gru_attn batch 8: speed-up over the tutorial step, fp32"].value > 0
+    assert figures["GPU GPT-2 MFU (eager)"].value > 0
+    assert "GPU GPT-2 MFU (compiled)" not in figures  # compiled on CUDA only
+    assert figures["GPU GPT-2 DDP (1 GPU, NCCL) / plain throughput"].value > 0
