@@ -6,28 +6,31 @@ import copy
 
 import pytest
 import torch
+from transformers import GPT2Config
 
 from dialoglab.bench import gpu
 from dialoglab.bench.matmul_replay import record
 from dialoglab.bench.workloads import GRUSize
 
 CPU = torch.device("cpu")
-TINY = gpu.GPT2Size(layers=2, width=32, heads=2, vocab=50, positions=16, batch=2)
+TINY = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16)
+BATCH = 2
 
 
 def test_gpt2_flops_per_token_is_what_a_training_step_multiplies():
     torch.manual_seed(0)
     model = gpu.make_gpt2(TINY, CPU, attention="eager")  # attention as products, recordable
     step = gpu.gpt2_trainer(model, CPU, bf16=False)
-    ids = torch.randint(0, TINY.vocab, (TINY.batch, TINY.positions))
+    ids = torch.randint(0, TINY.vocab_size, (BATCH, TINY.n_positions))
     products = record(lambda: step(ids))
-    assert sum(p.flops for p in products) == gpu.gpt2_flops_per_token(TINY) * TINY.tokens_per_step
+    tokens = BATCH * TINY.n_positions
+    assert sum(p.flops for p in products) == gpu.gpt2_flops_per_token(TINY) * tokens
 
 
 def test_ddp_of_one_process_trains_exactly_like_the_plain_model():
     torch.manual_seed(0)
     plain = gpu.make_gpt2(TINY, CPU)
-    ids = torch.randint(0, TINY.vocab, (TINY.batch, TINY.positions))
+    ids = torch.randint(0, TINY.vocab_size, (BATCH, TINY.n_positions))
     with gpu.single_process_group(CPU):
         wrapped = torch.nn.parallel.DistributedDataParallel(copy.deepcopy(plain))
         steps = gpu.gpt2_trainer(plain, CPU, bf16=False), gpu.gpt2_trainer(wrapped, CPU, False)
@@ -39,7 +42,7 @@ def test_ddp_of_one_process_trains_exactly_like_the_plain_model():
 
 
 def test_gpt2_step_times_cover_eager_and_ddp():
-    times, first_compiled = gpu.gpt2_step_times(TINY, CPU, repeats=2, bf16=False, compiled=False)
+    times, first_compiled = gpu.gpt2_step_times(TINY, BATCH, CPU, 2, bf16=False, compiled=False)
     assert set(times) == {"eager", "ddp"} and first_compiled is None
     assert all(len(ts) == 2 and min(ts) > 0 for ts in times.values())
 

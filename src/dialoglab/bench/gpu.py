@@ -23,12 +23,12 @@ import copy
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import GPT2Config
 
-from dialoglab.bench.common import Figure, median, set_seed, time_interleaved
+from dialoglab.bench.common import Figure, median, set_seed, time_calls, time_interleaved
 from dialoglab.bench.tutorial_baseline import TutorialTrainer, tutorial_batch
 from dialoglab.bench.workloads import GRUSize, make_optimizer, our_step, synthetic_batch
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per_step
@@ -49,13 +49,7 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, repeats: int
     """Best TFLOP/s of an (n x n) @ (n x n) product on `device`."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    product = synchronized(lambda: torch.mm(a, b), device)
-    product()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product()
-        best = min(best, time.perf_counter() - start)
+    best = min(time_calls(synchronized(lambda: torch.mm(a, b), device), repeats, warmup=1))
     return 2 * n**3 / best / 1e12
 
 
@@ -108,41 +102,31 @@ def gru_step_times(
 # GPT-2: tokens/s, MFU, DDP
 
 
-@dataclass(frozen=True)
-class GPT2Size:
-    layers: int = 12
-    width: int = 768
-    heads: int = 12
-    vocab: int = 50257
-    positions: int = 1024
-    batch: int = 16
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch * self.positions
+# GPT-2 124M: 12 layers, 768 wide, 12 heads, GPT-2's vocabulary and context.
+GPT2_124M = {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
 
 
-def gpt2_flops_per_token(size: GPT2Size) -> int:
-    """Matmul FLOPs per trained token (forward + backward = 3 x forward, a multiply-add as 2):
-    per layer the four weight matrices (12 d^2 weights) and attention's two products over the
-    context (q k^T and weights @ v, counted over all T positions as in PaLM's MFU), and the
-    output layer (V d)."""
-    d, L, T, V = size.width, size.layers, size.positions, size.vocab
+def gpt2_flops_per_token(config: GPT2Config) -> int:
+    """Matmul FLOPs per trained token at full context (forward + backward = 3 x forward, a
+    multiply-add as 2): per layer the four weight matrices (12 d^2 weights) and attention's two
+    products over the context (q k^T and weights @ v, over all T positions, as PaLM's MFU counts
+    them), and the output layer (V d)."""
+    d, L, T, V = config.n_embd, config.n_layer, config.n_positions, config.vocab_size
     forward = 2 * (L * 12 * d * d + V * d) + L * 2 * 2 * T * d
     return 3 * forward
 
 
-def make_gpt2(size: GPT2Size, device: torch.device, attention: str = "sdpa") -> nn.Module:
-    """A randomly initialised GPT-2 of `size`, dropout off (timing, not regularisation)."""
+def make_gpt2(config: GPT2Config, device: torch.device, attention: str = "sdpa") -> nn.Module:
+    """A randomly initialised GPT-2 of `config`'s size, dropout off (timing, not training)."""
     from dialoglab.models.components.gpt2 import SpecialIds, gpt2_from_scratch
 
-    eos = size.vocab - 1
+    eos = config.vocab_size - 1
     model = gpt2_from_scratch(
-        SpecialIds(size.vocab, eos, eos, eos),
-        n_layer=size.layers,
-        n_head=size.heads,
-        n_embd=size.width,
-        n_positions=size.positions,
+        SpecialIds(config.vocab_size, eos, eos, eos),
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        n_embd=config.n_embd,
+        n_positions=config.n_positions,
         dropout=0.0,
     )
     model.config._attn_implementation = attention
@@ -188,15 +172,16 @@ def single_process_group(device: torch.device) -> Iterator[None]:
 
 
 def gpt2_step_times(
-    size: GPT2Size, device: torch.device, repeats: int, bf16: bool, compiled: bool
+    config: GPT2Config, batch: int, device: torch.device, repeats: int, bf16: bool, compiled: bool
 ) -> tuple[dict[str, list[float]], float | None]:
-    """Seconds per GPT-2 step, interleaved: eager, inside DDP (world size 1), and compiled when
-    asked; with the first compiled step's seconds (compilation included)."""
+    """Seconds per GPT-2 step on (batch, n_positions) token ids, interleaved: eager, inside DDP
+    (world size 1), and compiled when asked; with the first compiled step's seconds
+    (compilation included)."""
     from torch.nn.parallel import DistributedDataParallel
 
     set_seed(0)
-    base = make_gpt2(size, device)
-    ids = torch.randint(0, size.vocab, (size.batch, size.positions), device=device)
+    base = make_gpt2(config, device)
+    ids = torch.randint(0, config.vocab_size, (batch, config.n_positions), device=device)
     with single_process_group(device):
         ddp = DistributedDataParallel(
             copy.deepcopy(base), device_ids=[device.index or 0] if device.type == "cuda" else None
@@ -271,14 +256,15 @@ def run_on(device: torch.device, quick: bool) -> list[Figure]:
                 "(count_flops_per_step; cuDNN also runs the zero-state products it leaves out)",
             ),
         ]
-    gpt2 = GPT2Size(layers=2, width=128, heads=2, positions=128, batch=4) if quick else GPT2Size()
-    times, first = gpt2_step_times(gpt2, device, 5 if quick else 20, bf16=cuda, compiled=cuda)
+    small = {"n_layer": 2, "n_embd": 128, "n_head": 2, "vocab_size": 8000, "n_positions": 128}
+    gpt2, batch = GPT2Config(**(small if quick else GPT2_124M)), 4 if quick else 16
+    times, first = gpt2_step_times(gpt2, batch, device, 5 if quick else 20, cuda, compiled=cuda)
     step = {k: median(v) for k, v in times.items()}
     per_token = gpt2_flops_per_token(gpt2)
     precision = "bf16 autocast" if cuda else "fp32"
-    shape = f"{gpt2.layers} x {gpt2.width}, {gpt2.batch} x {gpt2.positions} tokens, {precision}"
+    shape = f"{gpt2.n_layer} x {gpt2.n_embd}, {batch} x {gpt2.n_positions} tokens, {precision}"
     for variant in [v for v in ("eager", "compiled") if v in step]:
-        tokens_per_s = gpt2.tokens_per_step / step[variant]
+        tokens_per_s = batch * gpt2.n_positions / step[variant]
         figures += [
             Figure(f"GPU GPT-2 step ({variant})", round(tokens_per_s), "tokens/s", note=shape),
             Figure(
