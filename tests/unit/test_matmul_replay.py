@@ -39,10 +39,16 @@ def test_linear_pointwise_counts_rows_by_the_weights_outputs():
 
 def test_replay_runs_the_recorded_products_in_their_layouts():
     a, b, c = torch.randn(9, 4).t(), torch.randn(9, 5), torch.randn(3, 6, 2)
-    bias = torch.randn(5)
+    bias, row = torch.randn(5), torch.randn(1, 9)
     products = record(
-        lambda: (torch.mm(a, b), torch.addmm(bias, a, b), torch.bmm(c, c.transpose(1, 2)))
+        lambda: (
+            torch.mm(a, b),
+            torch.addmm(bias, a, b),
+            torch.bmm(c, c.transpose(1, 2)),
+            torch.mm(row.expand(4, 9), b),  # a left operand whose rows overlap (stride 0)
+        )
     )
+    assert products[-1].strides[0] == (0, 1)
     replay = Replay(products)
     assert record(replay) == products
     assert replay.flops == sum(p.flops for p in products) > 0

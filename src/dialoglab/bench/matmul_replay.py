@@ -118,10 +118,11 @@ class Replay:
             if shape is None:
                 return None
             key = (shape, stride, dtype)
-            if key not in operands:
-                t = torch.empty_strided(shape, stride, dtype=dtype)
-                t.copy_(torch.randn(shape, generator=generator))  # every element, any layout
-                operands[key] = t
+            if key not in operands:  # random storage viewed with the recorded strides (which
+                # may overlap, as an expanded bias does)
+                extent = 1 + sum((n - 1) * step for n, step in zip(shape, stride, strict=True))
+                storage = torch.randn(extent, generator=generator).to(dtype)
+                operands[key] = storage.as_strided(shape, stride)
             return operands[key]
 
         self.products = products
