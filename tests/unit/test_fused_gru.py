@@ -262,3 +262,17 @@ def test_parallel_rows_switch_reports_the_previous_setting(loops):
         return
     assert fused_gru_module.set_parallel_rows(False) is True  # on by default
     assert fused_gru_module.set_parallel_rows(True) is False
+
+
+@pytest.mark.parametrize("onednn_weight_grads", [True, False], ids=["onednn-dW", "mkl-dW"])
+def test_weight_gradients_match_through_either_library(onednn_weight_grads, monkeypatch):
+    """Layer 0 (input no wider than the state) and the recurrent weights take oneDNN's weight
+    gradient, the wider upper-layer inputs MKL's; with the switch off, all take MKL's."""
+    from dialoglab.models.components import onednn
+
+    monkeypatch.setattr(onednn, "WEIGHT_GRADS", onednn_weight_grads)
+    torch.manual_seed(0)
+    rnn = nn.GRU(I, H, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(B, T, I, requires_grad=True)
+    lengths = torch.tensor(LENGTHS["unsorted"])
+    _assert_matches_nn_gru(rnn, x, None, lengths, (1e-5, 1e-5), (1e-4, 1e-5))

@@ -18,7 +18,11 @@ def test_a_product_is_recorded_with_its_operands_layouts_and_flops():
     a, b = torch.randn(30, 20).t(), torch.randn(30, 7)  # a: (20, 30), column-major
     (product,) = record(lambda: torch.mm(a, b))
     assert product == Product(
-        "aten::mm", ((20, 30), (30, 7)), ((1, 20), (7, 1)), (torch.float32, torch.float32)
+        "aten::mm",
+        ((20, 30), (30, 7)),
+        ((1, 20), (7, 1)),
+        (torch.float32, torch.float32),
+        (None, None),
     )
     assert product.flops == 2 * 20 * 30 * 7
 
@@ -86,3 +90,13 @@ def test_a_linears_weight_is_labelled_as_the_factor_it_multiplies_by():
     transposed = Product("mkldnn::_linear_pointwise", ((8, 32), (96, 32)), ((32, 1), (1, 96)), ())
     assert row_major.label == "_linear_pointwise (8, 32) @ (32, 96)^T"
     assert transposed.label == "_linear_pointwise (8, 32) @ (32, 96)"
+
+
+def test_onednn_weight_gradients_are_recorded_and_replayed():
+    d_y, x = torch.randn(12, 7), torch.randn(12, 5)
+    weight_grad = torch.ops.aten.mkldnn_linear_backward_weights
+    products = record(lambda: weight_grad(d_y.to_mkldnn(), x.to_mkldnn(), d_y.new_empty(0), False))
+    (product,) = products
+    assert product.flops == 2 * 12 * 7 * 5 and product.scalars[3] is False
+    assert product.label == "mkldnn_linear_backward_weights (7, 12)^T @ (12, 5)"
+    assert record(Replay(products)) == products

@@ -94,3 +94,26 @@ def test_linear_leaves_autocast_and_other_modules_to_torch(enabled):
 def test_environment_switch_turns_onednn_off(monkeypatch):
     monkeypatch.setenv("DIALOGLAB_ONEDNN", "0")
     assert onednn._op_available() is False
+
+
+@pytest.mark.parametrize("weight_grads", [True, False], ids=["weight-grads-on", "off"])
+def test_weight_grad_equals_the_transposed_product_and_column_sums(
+    enabled, weight_grads, monkeypatch
+):
+    monkeypatch.setattr(onednn, "WEIGHT_GRADS", weight_grads)
+    g = torch.Generator().manual_seed(0)
+    d_y, x = torch.randn(37, 60, generator=g), torch.randn(37, 50, generator=g)
+    dw, db = onednn.weight_grad(d_y, x, torch.float32, with_bias=True)
+    assert dw.shape == (60, 50) and dw.is_contiguous() and dw.dtype == torch.float32
+    torch.testing.assert_close(dw, d_y.t() @ x, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(db, d_y.sum(0), rtol=1e-5, atol=1e-4)
+    dw, db = onednn.weight_grad(d_y, x, torch.float32, with_bias=False)
+    assert db is None
+    torch.testing.assert_close(dw, d_y.t() @ x, rtol=1e-5, atol=1e-4)
+
+
+def test_weight_grad_of_bf16_operands_comes_back_in_the_asked_dtype():
+    d_y, x = torch.randn(8, 6).bfloat16(), torch.randn(8, 4).bfloat16()
+    dw, db = onednn.weight_grad(d_y, x, torch.float32, with_bias=True)
+    assert dw.dtype == db.dtype == torch.float32
+    torch.testing.assert_close(dw, d_y.float().t() @ x.float(), rtol=2e-2, atol=2e-2)

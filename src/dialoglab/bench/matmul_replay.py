@@ -30,6 +30,7 @@ PRODUCTS = (
     "aten::bmm",
     "aten::baddbmm",
     "mkldnn::_linear_pointwise",
+    "aten::mkldnn_linear_backward_weights",  # d_y^T x on oneDNN tensors (no strides recorded)
 )
 # Where each op's two multiplied operands are among its inputs (addmm: bias, a, b).
 _FACTORS = {
@@ -38,19 +39,23 @@ _FACTORS = {
     "aten::bmm": (0, 1),
     "aten::baddbmm": (1, 2),
     "mkldnn::_linear_pointwise": (0, 1),
+    "aten::mkldnn_linear_backward_weights": (0, 1),
 }
+_WEIGHT_GRAD = "aten::mkldnn_linear_backward_weights"
 _DTYPES = {"float": torch.float32, "c10::BFloat16": torch.bfloat16, "c10::Half": torch.float16}
 
 
 @dataclass(frozen=True)
 class Product:
-    """One recorded matrix product: the op and its tensor inputs' shapes, strides and dtypes
-    (None for an absent optional input such as a bias)."""
+    """One recorded matrix product: the op and its tensor inputs' shapes, strides (empty for a
+    oneDNN tensor) and dtypes (None for an absent optional input such as a bias), and its
+    inputs' values where they are plain scalars (None elsewhere)."""
 
     op: str
     shapes: tuple[tuple[int, ...] | None, ...]
     strides: tuple[tuple[int, ...] | None, ...]
     dtypes: tuple[torch.dtype | None, ...]
+    scalars: tuple[bool | int | float | None, ...] = ()
 
     @property
     def label(self) -> str:
@@ -62,9 +67,11 @@ class Product:
     def _factor_text(self, index: int) -> str:
         shape, stride = self.shapes[index], self.strides[index]
         assert shape is not None and stride is not None
+        if self.op == _WEIGHT_GRAD and index == 0:  # d_y (M, N) is the factor d_y^T (N, M)
+            return f"{tuple(shape[::-1])}^T"
         if self.op == "mkldnn::_linear_pointwise" and index == 1:  # the factor is w^T
             shape, stride = shape[::-1], stride[::-1]
-        column_major = len(shape) >= 2 and stride[-1] != 1
+        column_major = len(shape) >= 2 and len(stride) > 0 and stride[-1] != 1
         return f"{tuple(shape)}{'^T' if column_major else ''}"
 
     @property
@@ -74,6 +81,8 @@ class Product:
         assert a is not None and b is not None
         if self.op == "mkldnn::_linear_pointwise":
             return 2 * math.prod(a) * b[0]
+        if self.op == _WEIGHT_GRAD:  # (M, N)^T @ (M, K)
+            return 2 * a[0] * a[1] * b[1]
         batch = math.prod(a[:-2])
         return 2 * batch * a[-2] * a[-1] * b[-1]
 
@@ -103,7 +112,11 @@ def record(fn: Callable[[], object]) -> list[Product]:
         while parent is not None and not nested:  # a product inside another is not its own
             nested, parent = parent.name in PRODUCTS, parent.cpu_parent
         if not nested:
-            products.append(Product(event.name, *_tensor_inputs(event)))
+            scalars = tuple(
+                value if isinstance(value, bool | int | float) else None
+                for value in event.concrete_inputs
+            )
+            products.append(Product(event.name, *_tensor_inputs(event), scalars))
     return products
 
 
@@ -118,8 +131,12 @@ class Replay:
             if shape is None:
                 return None
             key = (shape, stride, dtype)
-            if key not in operands:  # random storage viewed with the recorded strides (which
-                # may overlap, as an expanded bias does)
+            if key in operands:
+                return operands[key]
+            if not stride:  # a oneDNN tensor
+                operands[key] = torch.randn(shape, generator=generator).to(dtype).to_mkldnn()
+            else:  # random storage viewed with the recorded strides (which may overlap, as an
+                # expanded bias does)
                 extent = 1 + sum((n - 1) * step for n, step in zip(shape, stride, strict=True))
                 storage = torch.randn(extent, generator=generator).to(dtype)
                 operands[key] = storage.as_strided(shape, stride)
@@ -139,6 +156,11 @@ class Replay:
             x, w, b = inputs[:3]
             linear = torch.ops.mkldnn._linear_pointwise
             return lambda: linear(x, w, b, "none", [], "")
+        if product.op == _WEIGHT_GRAD:
+            d_y, x, like = inputs[:3]
+            with_bias = bool(product.scalars[3]) if len(product.scalars) > 3 else True
+            weight_grad = torch.ops.aten.mkldnn_linear_backward_weights
+            return lambda: weight_grad(d_y, x, like, with_bias)
         op = {"aten::mm": torch.mm, "aten::bmm": torch.bmm}.get(product.op)
         if op is not None:
             a, b = inputs[:2]

@@ -129,23 +129,33 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     return times, matmuls
 
 
-def row_split_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
+def encoder_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
     """Seconds of forward + backward through gru_attn's encoder GRU (bidirectional, `size`'s
-    layers, hidden, batch and length; fp32, fused) with each step's gate passes split over the
-    threads and on one thread (`fused_gru.parallel_rows`), interleaved. A layer stack, not
-    the whole step: the passes are a few ms of a ~400 ms step, below a step's run-to-run noise."""
+    layers, hidden, batch and length; fp32, fused), interleaved: as it runs (`default`), with
+    each step's gate passes on one thread (`fused_gru.parallel_rows`) and with every weight
+    gradient on MKL (`onednn.WEIGHT_GRADS` off). A layer stack, not the whole step: each of these
+    is a few ms of a ~400 ms step, below a step's run-to-run noise."""
     set_seed(0)
     H = size.hidden
     rnn = torch.nn.GRU(H, H, size.layers, batch_first=True, bidirectional=True)
     x = torch.randn(size.batch, size.length, H, requires_grad=True)
 
-    def fwd_bwd(split: bool) -> None:
-        with fused_gru.parallel_rows(split):
-            outputs, h_n = fused_gru.fused_gru(rnn, x)
-            (outputs.sum() + h_n.sum()).backward()
+    def fwd_bwd(split: bool = True, onednn_weight_grads: bool = True) -> None:
+        setting = onednn.WEIGHT_GRADS
+        onednn.WEIGHT_GRADS = setting and onednn_weight_grads
+        try:
+            with fused_gru.parallel_rows(split):
+                outputs, h_n = fused_gru.fused_gru(rnn, x)
+                (outputs.sum() + h_n.sum()).backward()
+        finally:
+            onednn.WEIGHT_GRADS = setting
 
     return time_interleaved(
-        {"split": lambda: fwd_bwd(True), "one thread": lambda: fwd_bwd(False)},
+        {
+            "default": fwd_bwd,
+            "one thread": lambda: fwd_bwd(split=False),
+            "mkl weight grads": lambda: fwd_bwd(onednn_weight_grads=False),
+        },
         repeats=3 if quick else 40,
         warmup=1 if quick else 3,
     )
@@ -300,23 +310,33 @@ def _matmuls_alone_rows(
     ]
 
 
-def _row_split_rows(split: dict[str, list[float]] | None, size: GRUSize) -> list[Figure]:
-    """`row_split_timing`'s rows (none without the C++ loops, which hold the passes)."""
-    if split is None:
+def _encoder_rows(times: dict[str, list[float]] | None, size: GRUSize) -> list[Figure]:
+    """`encoder_timing`'s rows (none without the C++ loops, which hold the gate passes)."""
+    if times is None:
         return []
+    workload = (
+        f"fp32, {size.layers} bidirectional layers, H={size.hidden}, B={size.batch}, "
+        f"T={size.length}"
+    )
     return [
         Figure(
-            "encoder GRU fwd+bwd, gate passes on one thread",
-            round(median(split["one thread"]) * 1e3, 1),
+            "encoder GRU fwd+bwd",
+            round(median(times["default"]) * 1e3, 1),
             "ms",
-            note=f"fp32, {size.layers} bidirectional layers, H={size.hidden}, "
-            f"B={size.batch}, T={size.length}; fused_gru.set_parallel_rows(False)",
+            note=workload,
         ),
         Figure(
             "encoder GRU fwd+bwd: time saved by splitting the gate passes over threads",
-            round(paired_saving(split, "one thread", "split") * 1e3, 2),
+            round(paired_saving(times, "one thread", "default") * 1e3, 2),
             "ms",
-            note="median of the per-round differences",
+            note="vs fused_gru.set_parallel_rows(False); median of the per-round differences",
+        ),
+        Figure(
+            "encoder GRU fwd+bwd: time saved by oneDNN's weight gradients",
+            round(paired_saving(times, "mkl weight grads", "default") * 1e3, 2),
+            "ms",
+            note="vs onednn.WEIGHT_GRADS off (MKL's transposed products); median of the "
+            "per-round differences",
         ),
     ]
 
@@ -338,7 +358,7 @@ def run(quick: bool = False) -> list[Figure]:
     achieved32 = flops / times["fp32"] / 1e9
     achieved16 = flops / times["bf16"] / 1e9
     drop = dropout_timing(quick)
-    split = row_split_timing(size, quick) if fused_gru.compiled_loops() else None
+    encoder = encoder_timing(size, quick) if fused_gru.compiled_loops() else None
     steps = 10 if quick else 200
     curves = loss_curves(size, steps, quick)
     rel = abs(curves["bf16_val_loss"] - curves["fp32_val_loss"]) / curves["fp32_val_loss"]
@@ -391,7 +411,7 @@ def run(quick: bool = False) -> list[Figure]:
             "fused gate passes: time saved",
             "fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
         ),
-        *_row_split_rows(split, size),
+        *_encoder_rows(encoder, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
         *_w_o_layout_rows(times, all_times, "bf16", "bf16-autocast"),
