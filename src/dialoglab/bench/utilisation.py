@@ -235,6 +235,14 @@ def paired_saving(all_times: dict[str, list[float]], slower: str, faster: str) -
     return median([a - b for a, b in zip(all_times[slower], all_times[faster], strict=True)])
 
 
+def _paired_row(
+    name: str, all_times: dict[str, list[float]], slower: str, faster: str, note: str = ""
+) -> Figure:
+    """A row of `paired_saving(all_times, slower, faster)` in ms (2 decimals)."""
+    saved = paired_saving(all_times, slower, faster) * 1e3
+    return Figure(name, round(saved, 2), "ms", note=note or "median of the per-round differences")
+
+
 def _saving_rows(
     times: dict[str, float],
     all_times: dict[str, list[float]],
@@ -248,12 +256,7 @@ def _saving_rows(
     "gru_attn step {label}") and the time that speed-up saves (row "{saving} ({key} step)")."""
     return [
         Figure(f"gru_attn step {label}", round(times[without] * 1e3, 1), "ms", note=note),
-        Figure(
-            f"{saving} ({key} step)",
-            round(paired_saving(all_times, without, key) * 1e3, 1),
-            "ms",
-            note="median of the per-round differences",
-        ),
+        _paired_row(f"{saving} ({key} step)", all_times, without, key),
     ]
 
 
@@ -301,11 +304,12 @@ def _matmuls_alone_rows(
             "%",
             note="the ceiling on the step's share: the matmul libraries on the step's shapes",
         ),
-        Figure(
+        _paired_row(
             "gru_attn step fp32: time outside its matmuls",
-            round(paired_saving(all_times, "fp32", "fp32_matmuls") * 1e3, 1),
-            "ms",
-            note="median of the per-round differences step - matmuls alone",
+            all_times,
+            "fp32",
+            "fp32_matmuls",
+            "median of the per-round differences step - matmuls alone",
         ),
     ]
 
@@ -325,18 +329,20 @@ def _encoder_rows(times: dict[str, list[float]] | None, size: GRUSize) -> list[F
             "ms",
             note=workload,
         ),
-        Figure(
+        _paired_row(
             "encoder GRU fwd+bwd: time saved by splitting the gate passes over threads",
-            round(paired_saving(times, "one thread", "default") * 1e3, 2),
-            "ms",
-            note="vs fused_gru.set_parallel_rows(False); median of the per-round differences",
+            times,
+            "one thread",
+            "default",
+            "vs fused_gru.set_parallel_rows(False); median of the per-round differences",
         ),
-        Figure(
+        _paired_row(
             "encoder GRU fwd+bwd: time saved by oneDNN's weight gradients",
-            round(paired_saving(times, "mkl weight grads", "default") * 1e3, 2),
-            "ms",
-            note="vs onednn.WEIGHT_GRADS off (MKL's transposed products); median of the "
-            "per-round differences",
+            times,
+            "mkl weight grads",
+            "default",
+            "vs onednn.WEIGHT_GRADS off (MKL's transposed products); median of the per-round "
+            "differences",
         ),
     ]
 

@@ -9,7 +9,8 @@ replays them one by one in backward. Here one autograd node covers a whole layer
             h = n + z (h - n)            (PyTorch's GRU equations, gates ordered r, z, n)
   backward  per step only what depends on the next step's gradient (six elementwise ops and
             one (B, 3H) x (3H, H) matmul); the weight gradients and the input gradient are one
-            big matmul each over all steps.
+            big matmul each over all steps (the weight gradients on oneDNN's inner-product
+            backward where the input is no wider than H, `onednn.weight_grad`).
 
 Padding is handled the way a packed sequence is: with lengths, `fused_gru` sorts the rows
 longest first (and restores their order after), so at each step the rows still running are a
