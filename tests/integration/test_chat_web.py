@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -115,6 +116,7 @@ def streamlit_server(app_env: Path, tmp_path: Path) -> Iterator[str]:
 
 
 MESSAGES = '[data-testid="stChatMessage"]'
+CONTENT = '[data-testid="stChatMessageContent"]'  # a message without its avatar
 INPUT = '[data-testid="stChatInputTextArea"]'
 
 
@@ -138,12 +140,18 @@ def test_real_browser_types_a_message_and_sees_the_reply(
             browser.evaluate(f"document.querySelector('{INPUT}').focus()")
             browser.type_text(text)
             browser.press_enter()
+            # The reply's message box (with its avatar) appears before its text: wait for both.
+            texts = (
+                f"Array.from(document.querySelectorAll('{MESSAGES}'))"
+                f".map(e => (e.querySelector('{CONTENT}') || e).innerText.trim())"
+            )
             browser.wait_for(
-                f"document.querySelectorAll('{MESSAGES}').length >= {count + 2}", timeout=TIMEOUT
+                f"(() => {{ const t = {texts}; return t.length >= {count + 2} && "
+                f"t[t.length - 1].includes({json.dumps(expected or '')}) && "
+                "t[t.length - 1].length > 0; })()",
+                timeout=TIMEOUT,
             )
-            shown = browser.evaluate(
-                f"Array.from(document.querySelectorAll('{MESSAGES}')).map(e => e.innerText)"
-            )
+            shown = browser.evaluate(texts)
             assert text in shown[-2]
             reply = shown[-1]
             assert reply.strip()
