@@ -96,6 +96,19 @@ class Figure:
 # Timing
 
 
+def synchronized(fn: Callable[[], Any], device: Any) -> Callable[[], None]:
+    """`fn` followed by a wait for the device's queued work (CUDA), so that timers see all of it."""
+
+    def call() -> None:
+        fn()
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(device)
+
+    return call
+
+
 def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
     """Seconds of each of `repeats` calls of fn, after `warmup` untimed calls."""
     for _ in range(warmup):

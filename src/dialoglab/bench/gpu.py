@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -28,29 +27,22 @@ import torch
 from torch import nn
 from transformers import GPT2Config
 
-from dialoglab.bench.common import Figure, median, set_seed, time_calls, time_interleaved
+from dialoglab.bench.common import (
+    Figure,
+    median,
+    set_seed,
+    synchronized,
+    time_interleaved,
+)
 from dialoglab.bench.tutorial_baseline import TutorialTrainer, tutorial_batch
+from dialoglab.bench.utilisation import matmul_gflops
 from dialoglab.bench.workloads import GRUSize, make_optimizer, our_step, synthetic_batch
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per_step
 
 
-def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
-    """`fn` followed by a wait for the device's queued work, so that timers see all of it."""
-
-    def call() -> None:
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return call
-
-
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> float:
-    """Best TFLOP/s of an (n x n) @ (n x n) product on `device`."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    best = min(time_calls(synchronized(lambda: torch.mm(a, b), device), repeats, warmup=1))
-    return 2 * n**3 / best / 1e12
+    """Best TFLOP/s of an (n x n) @ (n x n) product on `device` (utilisation's timing)."""
+    return matmul_gflops(dtype, n, repeats, device=device) / 1e3
 
 
 @contextlib.contextmanager
@@ -150,21 +142,14 @@ def gpt2_trainer(
     return step
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def single_process_group(device: torch.device) -> Iterator[None]:
-    """A torch.distributed group of this process alone (NCCL on CUDA, gloo on the CPU)."""
+    """A torch.distributed group of this process alone (NCCL on CUDA, gloo on the CPU), met
+    through an in-process store (no port)."""
     import torch.distributed as dist
 
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(
-        backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
-    )
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     try:
         yield
     finally:
@@ -192,7 +177,7 @@ def gpt2_step_times(
             compiled_model = torch.compile(copy.deepcopy(base))
             steps["compiled"] = gpt2_trainer(compiled_model, device, bf16)
             start = time.perf_counter()
-            synchronized(lambda: steps["compiled"](ids), device)()
+            synchronized(lambda: steps["compiled"](ids), device)()  # compilation included
             first_compiled = time.perf_counter() - start
         times = time_interleaved(
             {

@@ -13,9 +13,9 @@ layout, as a layer's time steps share its recurrent weight.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -185,18 +185,23 @@ class GroupTime:
 
 
 def time_groups(replay: Replay, repeats: int) -> list[GroupTime]:
-    """Each layout's products timed together (median of `repeats` rounds over all groups),
-    slowest group first: where the replay's time goes."""
+    """Each layout's products timed together (median of `repeats` interleaved rounds over all
+    groups), slowest group first: where the replay's time goes."""
+    from dialoglab.bench.common import time_interleaved
+
     groups: dict[str, list[int]] = {}
     for index, product in enumerate(replay.products):
         groups.setdefault(product.label, []).append(index)
-    times: dict[str, list[float]] = {label: [] for label in groups}
-    for _ in range(repeats):
-        for label, indices in groups.items():
-            start = time.perf_counter()
-            for index in indices:
-                replay.calls[index]()
-            times[label].append(time.perf_counter() - start)
+
+    def run_group(indices: list[int]) -> None:
+        for index in indices:
+            replay.calls[index]()
+
+    times = time_interleaved(
+        {label: functools.partial(run_group, indices) for label, indices in groups.items()},
+        repeats=repeats,
+        warmup=0,
+    )
     found = []
     for label, indices in groups.items():
         seconds = statistics.median(times[label])

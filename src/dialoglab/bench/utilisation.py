@@ -24,7 +24,15 @@ import time
 
 import torch
 
-from dialoglab.bench.common import CORNELL_SLICE, Figure, median, set_seed, time_interleaved
+from dialoglab.bench.common import (
+    CORNELL_SLICE,
+    Figure,
+    median,
+    set_seed,
+    synchronized,
+    time_calls,
+    time_interleaved,
+)
 from dialoglab.bench.matmul_replay import Replay, record, time_groups
 from dialoglab.bench.workloads import (
     GRUSize,
@@ -39,23 +47,27 @@ from dialoglab.models.components import fused_gru, onednn
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per_step
 
 
-def matmul_gflops(dtype: torch.dtype, n: int, repeats: int, library: str = "torch.mm") -> float:
+def matmul_gflops(
+    dtype: torch.dtype,
+    n: int,
+    repeats: int,
+    library: str = "torch.mm",
+    device: torch.device | None = None,
+) -> float:
     """Best GFLOP/s of an (n x n) @ (n x n) matmul through torch.mm (into a preallocated
-    output) or through oneDNN (`library="oneDNN"`, fp32)."""
+    output) or through oneDNN (`library="oneDNN"`, fp32 on the CPU), on `device` (the CPU by
+    default; on CUDA each call waits for the device)."""
+    device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(dtype)
-    b = torch.randn(n, n, generator=g).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    out = torch.empty(n, n, dtype=dtype, device=device)
 
     def product() -> torch.Tensor:
         return onednn.mm(a, b) if library == "oneDNN" else torch.mm(a, b, out=out)
 
-    product()  # warm-up: thread pool, kernel choice, page faults
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product()
-        best = min(best, time.perf_counter() - start)
+    # warm-up (thread pool, kernel choice, page faults), then the best of the timed calls
+    best = min(time_calls(synchronized(product, device), repeats, warmup=1))
     return 2 * n**3 / best / 1e9
 
 

@@ -288,10 +288,7 @@ class GRULayerFunction(torch.autograd.Function):
                 # oneDNN's weight gradient where the input is no wider than the state (layer 0,
                 # the decoder); for wider inputs MKL's transposed product is faster here
                 # (paired step timings; `--only utilisation` times the switch).
-                if x_p.size(1) <= H:
-                    dw_ih, sum_gi = onednn.weight_grad(d_gi, x_p, wd, biases)
-                else:
-                    dw_ih = torch.mm(d_gi.t(), x_p).to(wd)
+                dw_ih, sum_gi = onednn.weight_grad(d_gi, x_p, wd, biases, x_p.size(1) <= H)
             if ctx.needs_input_grad[3]:
                 dw_hh, sum_gh = onednn.weight_grad(d_gh, h_prev, wd, biases)
             if biases:

@@ -67,13 +67,19 @@ WEIGHT_GRADS = os.environ.get("DIALOGLAB_ONEDNN_WEIGHT_GRADS", "1") != "0"
 
 
 def weight_grad(
-    d_y: torch.Tensor, x: torch.Tensor, dtype: torch.dtype, with_bias: bool
+    d_y: torch.Tensor,
+    x: torch.Tensor,
+    dtype: torch.dtype,
+    with_bias: bool,
+    prefer_onednn: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A linear layer's weight gradient d_y^T x (N, K) for (M, N) d_y and (M, K) x, and with_bias
     d_y's column sums (N,), both in `dtype`: through oneDNN's inner-product weight gradient
     (`aten::mkldnn_linear_backward_weights` on oneDNN copies of both operands) for fp32, or
-    torch.mm of the transposed d_y (summed in `dtype`) where oneDNN does not apply."""
-    if WEIGHT_GRADS and _usable(d_y, x) and dtype == torch.float32 and d_y.size(1) > 0:
+    torch.mm of the transposed d_y (MKL; summed in `dtype`) where oneDNN does not apply or the
+    caller prefers MKL for this shape."""
+    usable = _usable(d_y, x) and dtype == torch.float32 and d_y.size(1) > 0
+    if WEIGHT_GRADS and prefer_onednn and usable:
         backward_weights = torch.ops.aten.mkldnn_linear_backward_weights
         like = d_y.new_empty(0)  # the op takes the gradient's dtype and device from a weight
         dw, db = backward_weights(d_y.to_mkldnn(), x.contiguous().to_mkldnn(), like, with_bias)
