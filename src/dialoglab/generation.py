@@ -2,10 +2,11 @@
 
 `DecodingConfig` (built from `conf/decoding/*.yaml`) is what eval, the CLI, the web app and the
 HTTP API pass around. For Hugging Face models it becomes `generate()` keyword arguments through
-`to_hf_generate_kwargs`; for `GRUAttnSeq2Seq` it drives `generate` below: batched greedy, beam
-search and sampling that encode once, step the decoder with its recurrent state, stop at `<eos>`,
-and never copy a value to the host per token (whether every sequence has finished is checked
-every `check_every` steps, one sync each time).
+`to_hf_generate_kwargs`; for `GRUAttnSeq2Seq`, and for GPT-2 through `GPT2Stepper`
+(`models/components/gpt2_stepper.py`, its KV cache as the state), it drives `generate` below:
+batched greedy, beam search and sampling that encode once, step the decoder with its state, stop
+at `<eos>`, and never copy a value to the host per token (whether every sequence has finished is
+checked every `check_every` steps, one sync each time).
 
 Logit processors, applied in this order to the raw next-token logits (as Hugging Face does):
 `repetition_penalty` (CTRL: a logit of a token already generated is divided by the penalty when
@@ -397,7 +398,7 @@ class _Processors:
 
 
 # -----------------------------------------------------------------------------
-# Search over GRUAttnSeq2Seq
+# Search over a network that encodes once and steps a decoder: `GRUAttnSeq2Seq`, `GPT2Stepper`
 
 
 def generate(
@@ -409,8 +410,13 @@ def generate(
     default_max_length: int = 20,
     ignore_ids: Sequence[int] = (),
 ) -> torch.Tensor:
-    """Replies (B, L) of a `GRUAttnSeq2Seq`, `<pad>` after each `<eos>`; L <= max_length.
+    """Replies (B, L) of a `GRUAttnSeq2Seq` (or a `GPT2Stepper`), `<pad>` after each `<eos>`;
+    L <= max_length.
 
+    `net` has `config` (pad_id, sos_id, eos_id, vocab_size), `encode(src, src_lengths) ->
+    (memory, state, src_mask)` and `decoder(token, state, memory, src_mask) -> (logits, state,
+    _)`; every tensor of the state (a tuple, nested or not) has the batch on dim 1, the memory on
+    dim 0. The first token fed is `sos_id`.
     `ignore_ids` are tokens besides pad/sos/eos that start no context n-gram (e.g. `<sep>`,
     `<unk>`). Call `net.eval()` first if dropout should be off.
     """

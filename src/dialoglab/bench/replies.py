@@ -3,8 +3,9 @@
 gru_attn (hidden 500, 2+2 layers, vocabulary 8,000: the slice's min_count-3 vocabulary padded
 with extra entries to the full corpus's size) through `Seq2SeqModule.reply`, which tokenizes the
 prompt, decodes with `dialoglab.generation` and detokenizes: greedy and beam 5. GPT-2 scratch
-(`conf/model/gpt2_scratch.yaml`'s size, vocabulary 8,000) through Hugging Face `generate` with
-the KV cache, greedy, from a 32-token prompt. The weights are untrained, so every reply is held
+(`conf/model/gpt2_scratch.yaml`'s size, vocabulary 8,000) greedy from a 32-token prompt through
+our search stepping `GPT2Stepper`'s KV cache (what `CausalLMModule` does by default), and in int8
+also through Hugging Face `generate()` with its KV cache (`model.search=hf`), interleaved. The weights are untrained, so every reply is held
 to its full length (`min_length`: exactly 20 tokens): the worst case of a 20-token reply, and
 the same work on every call. Latencies are over single prompts taken one after another: 100
 replies for the int8 (chat default) rows, 40 for the slower ones (each row notes its count).
@@ -28,7 +29,14 @@ from typing import Any
 import torch
 
 from dialoglab.bench.common import CHAT_PROMPTS as PROMPTS
-from dialoglab.bench.common import CORNELL_SLICE, Figure, percentile, set_seed, time_calls
+from dialoglab.bench.common import (
+    CORNELL_SLICE,
+    Figure,
+    percentile,
+    set_seed,
+    time_calls,
+    time_interleaved,
+)
 from dialoglab.bench.lightning_overhead import scratch_config, scratch_size
 
 REPLY_TOKENS = 20
@@ -210,52 +218,66 @@ def _gpt2_variants(net: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 
 def _gpt2(quick: bool, repeats: int, many: int, batch: int) -> list[Figure]:
+    """GPT-2 replies through our search (what chat does: `CausalLMModule.generate_ids`), and the
+    int8 one also through Hugging Face `generate()`, interleaved call by call with ours."""
     from transformers import GPT2LMHeadModel
+
+    from dialoglab.generation import DecodingConfig, generate
+    from dialoglab.models.components.gpt2_stepper import GPT2Stepper
 
     size = scratch_size(quick)
     set_seed(0)
-    config = scratch_config(size, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    bos, eos, pad, start = 0, 1, 2, 3  # `start`: the reply's marker each prompt ends with (<bot>)
+    config = scratch_config(size, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
     base = GPT2LMHeadModel(config).eval()
     params = sum(p.numel() for p in base.parameters())
     prompt_len = 8 if quick else 32
     g = torch.Generator().manual_seed(0)
-    prompts = torch.randint(3, size["vocab_size"], (many + 3, prompt_len), generator=g)
-    kwargs = {
+    prompts = torch.randint(4, size["vocab_size"], (many + 3, prompt_len), generator=g)
+    prompts[:, -1] = start
+    decoding = DecodingConfig(max_length=REPLY_TOKENS, min_length=REPLY_TOKENS - 1)
+    hf_kwargs = {
         "max_new_tokens": REPLY_TOKENS,
         "min_new_tokens": REPLY_TOKENS,
         "do_sample": False,
         "num_beams": 1,
         "use_cache": True,
-        "pad_token_id": 2,
-        "eos_token_id": 1,
+        "pad_token_id": pad,
+        "eos_token_id": eos,
     }
     note = (
-        f"HF generate with KV cache, {size['n_layer']} layers x {size['n_embd']}, "
-        f"{params / 1e6:.1f} M params, {prompt_len}-token prompt, {REPLY_TOKENS} new tokens"
+        f"our search (dialoglab.generation) stepping GPT2Stepper's KV cache, as chat does; "
+        f"{size['n_layer']} layers x {size['n_embd']}, {params / 1e6:.1f} M params, "
+        f"{prompt_len}-token prompt, {REPLY_TOKENS} new tokens"
     )
+
+    def ours(net: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        lengths = torch.full((ids.size(0),), ids.size(1))
+        return generate(GPT2Stepper(net, start, eos, pad), ids, lengths, decoding)
+
+    def theirs(net: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones_like(ids)
+        return net.generate(input_ids=ids, attention_mask=mask, **hf_kwargs)[:, ids.size(1) :]
+
     figures: list[Figure] = []
     for suffix, net in _gpt2_variants(base).items():
         k = iter(range(10**9))
 
-        def one(net: Any = net, k: Any = k) -> torch.Tensor:
-            ids = prompts[next(k) % len(prompts)].unsqueeze(0)
-            return net.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+        def prompt(k: Any = k) -> torch.Tensor:
+            return prompts[next(k) % len(prompts)].unsqueeze(0)
 
+        contenders = {"ours": lambda net=net: ours(net, prompt())}
+        int8 = "int8" in suffix
+        if int8:
+            contenders["hf"] = lambda net=net: theirs(net, prompt())
         with torch.inference_mode():
-            out = one()
-            assert out.shape[1] == prompt_len + REPLY_TOKENS
-            times = time_calls(one, repeats=many if "int8" in suffix else repeats, warmup=3)
+            assert ours(net, prompts[:1]).shape == (1, REPLY_TOKENS)
+            assert theirs(net, prompts[:1]).shape == (1, REPLY_TOKENS)
+            times = time_interleaved(contenders, repeats=many if int8 else repeats, warmup=3)
             seconds = min(
-                time_calls(
-                    lambda net=net: net.generate(
-                        input_ids=prompts[:batch],
-                        attention_mask=torch.ones_like(prompts[:batch]),
-                        **kwargs,
-                    ),
-                    repeats=1 if quick else 2,
-                )
+                time_calls(lambda net=net: ours(net, prompts[:batch]), repeats=1 if quick else 2)
             )
-        figures += _latency_figures(f"GPT-2 scratch greedy{suffix}", times, 100.0, note)
+        figures += _latency_figures(f"GPT-2 scratch greedy{suffix}", times["ours"], 100.0, note)
         figures.append(
             Figure(
                 f"GPT-2 scratch greedy{suffix}, batch of {batch}",
@@ -263,4 +285,26 @@ def _gpt2(quick: bool, repeats: int, many: int, batch: int) -> list[Figure]:
                 "tokens/s",
             )
         )
+        if int8:
+            hf_ms = [t * 1e3 for t in times["hf"]]
+            figures += [
+                Figure(
+                    f"GPT-2 scratch greedy{suffix} through HF generate() reply p50",
+                    round(percentile(hf_ms, 50), 1),
+                    "ms",
+                    note="the same replies through transformers' generate() with its KV cache, "
+                    "interleaved call by call with ours (model.search=hf)",
+                ),
+                Figure(
+                    f"GPT-2 scratch greedy{suffix} through HF generate() reply p95",
+                    round(percentile(hf_ms, 95), 1),
+                    "ms",
+                    note=f"{len(hf_ms)} replies",
+                ),
+                Figure(
+                    f"GPT-2 scratch greedy{suffix}: HF generate() p50 / ours",
+                    round(percentile(times["hf"], 50) / percentile(times["ours"], 50), 2),
+                    "x",
+                ),
+            ]
     return figures

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dialoglab.data.hf_tokenization import IGNORE_INDEX, HFTokenizer
 from dialoglab.errors import ConfigError
-from dialoglab.generation import DecodingConfig, seeded, to_hf_generate_kwargs
+from dialoglab.generation import DecodingConfig, generate, seeded, to_hf_generate_kwargs
 from dialoglab.models.components.gpt2 import (
     SpecialIds,
     architecture,
@@ -21,8 +21,10 @@ from dialoglab.models.components.gpt2 import (
     gpt2_from_scratch,
     gpt2_pretrained,
 )
+from dialoglab.models.components.gpt2_stepper import GPT2Stepper
 from dialoglab.models.dialogue_module import DialogueModule, eval_mode
 
+SEARCHES = ("dialoglab", "hf")
 # Batch keys with one entry per example (the others have one per row, several examples per row
 # when the tokenizer packs them).
 EXAMPLE_KEYS = ("prompt_ids", "prompt_mask", "prompt_types", "reply_ids", "n_words", "index")
@@ -43,6 +45,12 @@ class CausalLMModule(DialogueModule):
     from `n_layer`, `n_head`, `n_embd`, `n_positions`. `gpt2_config` is set when a checkpoint is
     restored: the recorded architecture is built and the checkpoint's weights loaded into it, so
     neither the hub nor the pretrained directory is needed again.
+
+    `search` picks what decodes replies: `dialoglab` (default) steps the network with a KV cache
+    through `dialoglab.generation`, the greedy / beam / sampling search gru_attn uses
+    (`models/components/gpt2_stepper.py`; faster at batch 1); `hf` calls Hugging Face
+    `generate()`. Extra `generation` arguments (`generate()` keywords) need `hf` (null: `hf`
+    when there are any, else `dialoglab`).
     """
 
     family = "causal_lm"
@@ -67,6 +75,7 @@ class CausalLMModule(DialogueModule):
         val_generate: int = 256,
         n_samples: int = 8,
         gpt2_config: Mapping[str, Any] | None = None,
+        search: str | None = None,
     ) -> None:
         super().__init__(tokenizer, optimizer, scheduler, val_generate, n_samples)
         generation = plain(generation) or {}  # hparams go into weights_only checkpoints
@@ -87,6 +96,16 @@ class CausalLMModule(DialogueModule):
                 f"model.tokenizer.max_length={tokenizer.max_length} exceeds the model's "
                 f"{self.n_positions} positions: lower it or raise model.n_positions"
             )
+        if search is None:  # checkpoints from before the option: as they were decoded
+            search = "hf" if generation else "dialoglab"
+        if search not in SEARCHES:
+            raise ConfigError(f"model.search must be one of {', '.join(SEARCHES)}, got {search!r}")
+        if search == "dialoglab" and generation:
+            raise ConfigError(
+                f"model.generation={generation} holds generate() arguments, which only "
+                "model.search=hf passes on: set model.search=hf, or drop them"
+            )
+        self.search = search
         self.pretrained = pretrained
         self.weight_decay = weight_decay
         self._label_smoothing = label_smoothing
@@ -161,10 +180,11 @@ class CausalLMModule(DialogueModule):
         prompt_types: torch.Tensor,
         decoding: Any = None,
     ) -> torch.Tensor:
-        """Reply ids (B, T) after left-padded prompts, through `generate` with a KV cache.
+        """Reply ids (B, T) after left-padded prompts (ending in `<bot>`), with a KV cache.
 
-        `decoding` (a DecodingConfig, preset name or dict; default `self.decoding`) maps onto
-        `generate` kwargs, exactly as the seq2seq family interprets it.
+        `decoding` (a DecodingConfig, preset name or dict; default `self.decoding`) is searched
+        as the seq2seq family searches it (`model.search=dialoglab`), or mapped onto Hugging
+        Face `generate` kwargs (`model.search=hf`, and prompts of another layout).
         """
         config = self.decoding if decoding is None else DecodingConfig.from_any(decoding)
         room = self.n_positions - prompt_ids.shape[1]
@@ -172,10 +192,17 @@ class CausalLMModule(DialogueModule):
         if max_new < 1:
             return prompt_ids.new_full((prompt_ids.shape[0], 1), self.tokenizer.eos_id)
         config = config.replace(max_length=max_new, min_length=min(config.min_length, max_new - 1))
+        tok = self.tokenizer
+        ours = self.search == "dialoglab" and GPT2Stepper.supports(self.net)
+        if ours and bool((prompt_ids[:, -1] == tok.bot_id).all()):  # HFTokenizer's prompts end so
+            stepper = GPT2Stepper(self.net, tok.bot_id, tok.eos_id, tok.pad_id, prompt_types)
+            markers = (tok.bos_id, tok.persona_id, tok.user_id)  # start no context n-gram
+            lengths = prompt_mask.sum(dim=1)
+            return generate(stepper, prompt_ids, lengths, config, ignore_ids=markers)
         kwargs = {
             **self.generation_kwargs,
             **to_hf_generate_kwargs(
-                config, prompt_length=prompt_ids.shape[1], ignore_ids=[self.tokenizer.pad_id]
+                config, prompt_length=prompt_ids.shape[1], ignore_ids=[tok.pad_id]
             ),
         }
         with seeded(config):
@@ -183,11 +210,11 @@ class CausalLMModule(DialogueModule):
                 input_ids=prompt_ids,
                 attention_mask=prompt_mask,
                 token_type_ids=prompt_types,
-                eos_token_id=self.tokenizer.eos_id,
+                eos_token_id=tok.eos_id,
                 # Finished rows are filled with <eot> (replies are cut there anyway): with <pad>,
                 # a batch without left padding (its mask dropped by generate) trips transformers'
                 # "pass an attention_mask" warning.
-                pad_token_id=self.tokenizer.eos_id,
+                pad_token_id=tok.eos_id,
                 use_cache=True,
                 **kwargs,
             )
