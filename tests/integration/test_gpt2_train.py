@@ -122,7 +122,7 @@ def save_tiny_pretrained(folder: Path) -> Path:
 
 
 def test_finetune_from_a_local_pretrained_dir_then_eval_and_export(
-    make_cfg, tmp_path: Path
+    make_cfg, tmp_path: Path, monkeypatch
 ) -> None:
     pretrained = save_tiny_pretrained(tmp_path / "tiny-gpt2")
     data = persona_file(tmp_path)
@@ -149,6 +149,8 @@ def test_finetune_from_a_local_pretrained_dir_then_eval_and_export(
     restored = restore_model(best).model
     assert isinstance(restored, CausalLMModule)
     assert restored.net.config.vocab_size == len(restored.tokenizer) > 400  # specials added
+    # model=gpt2 runs the saved gelu_new as its fused form, and says so in the recorded config.
+    assert restored.net.config.activation_function == "gelu_pytorch_tanh"
 
     eval_cfg = make_cfg(
         "eval", [f"ckpt_path={best}", "trainer.limit_test_batches=2"], output_dir=tmp_path / "ev"
@@ -156,6 +158,23 @@ def test_finetune_from_a_local_pretrained_dir_then_eval_and_export(
     eval_metrics = evaluate(eval_cfg)
     for name in ("test/loss", "test/ppl", "test/ppl_word", "test/bleu", "test/distinct_2"):
         assert eval_metrics[name] == pytest.approx(train_metrics[name], rel=1e-5, abs=1e-6), name
+    # Greedy replies through Hugging Face generate() (search=hf) are ours, so are the scores.
+    hf_cfg = make_cfg(
+        "eval",
+        [f"ckpt_path={best}", "trainer.limit_test_batches=2", "search=hf"],
+        output_dir=tmp_path / "ev_hf",
+    )
+    from transformers import GPT2LMHeadModel
+
+    calls = []
+    real = GPT2LMHeadModel.generate
+    monkeypatch.setattr(
+        GPT2LMHeadModel, "generate", lambda self, **kw: calls.append(1) or real(self, **kw)
+    )
+    hf_metrics = evaluate(hf_cfg)
+    assert calls, "search=hf must decode through generate()"
+    for name in ("test/bleu", "test/distinct_2"):
+        assert hf_metrics[name] == pytest.approx(eval_metrics[name], abs=1e-9), name
 
     # Export: a Hugging Face directory with the same logits and the same token ids.
     out = tmp_path / "exported"
@@ -163,6 +182,7 @@ def test_finetune_from_a_local_pretrained_dir_then_eval_and_export(
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     hf_model = GPT2LMHeadModel.from_pretrained(out).eval()
+    assert hf_model.config.activation_function == "gelu_pytorch_tanh"
     hf_tok = AutoTokenizer.from_pretrained(out)
     tok = restored.tokenizer
     assert hf_tok.pad_token_id == tok.pad_id and hf_tok.eos_token_id == tok.eos_id
@@ -187,3 +207,7 @@ def test_export_refuses_a_seq2seq_checkpoint(make_cfg, tmp_path: Path) -> None:
     last = tmp_path / "gru" / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match="only GPT-2"):
         export(make_cfg("export", [f"ckpt_path={last}", f"out={tmp_path / 'x'}"]))
+    from dialoglab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="search=hf picks how GPT-2 checkpoints decode"):
+        evaluate(make_cfg("eval", [f"ckpt_path={last}", "search=hf"]))

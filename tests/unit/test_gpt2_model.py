@@ -15,7 +15,12 @@ import torch
 from dialoglab.data.hf_tokenization import HFTokenizer
 from dialoglab.errors import ConfigError
 from dialoglab.models.causal_lm import CausalLMModule
-from dialoglab.models.components.gpt2 import is_activation_checkpointing
+from dialoglab.models.components.gpt2 import (
+    SpecialIds,
+    gpt2_from_config,
+    gpt2_pretrained,
+    is_activation_checkpointing,
+)
 from dialoglab.models.schedules import warmup_decay
 from tests.unit.test_gpt2_tokenization import EXAMPLES, TEXTS
 
@@ -23,6 +28,10 @@ from tests.unit.test_gpt2_tokenization import EXAMPLES, TEXTS
 @pytest.fixture(scope="module")
 def tok() -> HFTokenizer:
     return HFTokenizer(vocab_size=300, min_frequency=1).fit_examples(EXAMPLES * 3)
+
+
+def special_ids(tok: HFTokenizer) -> SpecialIds:
+    return SpecialIds(len(tok), tok.bos_id, tok.eos_id, tok.pad_id)
 
 
 def make_module(tok: HFTokenizer, **kwargs) -> CausalLMModule:
@@ -140,6 +149,50 @@ def test_gradient_checkpointing_and_compile_switches(tok: HFTokenizer, monkeypat
     compiled.on_fit_start()
     compiled.on_fit_start()
     assert calls == [{"dynamic": True}]
+
+
+def test_fused_activation_trains_like_gelu_new(tok: HFTokenizer) -> None:
+    """The default MLP activation is one fused op with gelu_new's formula: the same loss and
+    gradients to float rounding, recorded in the config that checkpoints rebuild from."""
+    fused, reference = make_module(tok).train(), make_module(tok, activation="gelu_new").train()
+    assert fused.net.config.activation_function == "gelu_pytorch_tanh"
+    assert reference.net.config.activation_function == "gelu_new"
+    assert type(fused.net.transformer.h[0].mlp.act).__name__ == "GELUTanh"
+    reference.load_state_dict(fused.state_dict())
+    split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
+    batch = tok.collate(split, [0, 1, 2])
+    losses = [module.nll(batch) for module in (fused, reference)]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for loss in losses:
+        loss.backward()
+    for a, b in zip(fused.net.parameters(), reference.net.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+    rebuilt = gpt2_from_config(fused.net.config.to_dict(), special_ids(tok))
+    assert type(rebuilt.transformer.h[1].mlp.act) is type(fused.net.transformer.h[1].mlp.act)
+
+
+def test_pretrained_activation_kept_or_swapped(tok: HFTokenizer, tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    ids = special_ids(tok)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "tiny")
+    kept = gpt2_pretrained(str(tmp_path / "tiny"), ids).eval()
+    swapped = gpt2_pretrained(str(tmp_path / "tiny"), ids, "gelu_pytorch_tanh").eval()
+    assert kept.config.activation_function == "gelu_new"
+    assert swapped.config.activation_function == "gelu_pytorch_tanh"
+    ids_in = torch.arange(10).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(swapped(ids_in).logits, kept(ids_in).logits)
+    swapped.save_pretrained(tmp_path / "saved")
+    reloaded = GPT2LMHeadModel.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.activation_function == "gelu_pytorch_tanh"
+
+
+def test_unknown_activation_names_the_key(tok: HFTokenizer) -> None:
+    with pytest.raises(ConfigError, match=r"model.activation='gelu_fast_typo'.*gelu_pytorch_tanh"):
+        make_module(tok, activation="gelu_fast_typo")
 
 
 def test_unfitted_tokenizer_is_a_clear_error() -> None:

@@ -45,7 +45,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     ),
     "compile": (
         "dialoglab.bench.compile:run",
-        "GPT-2 scratch training step with model.compile=true (torch.compile) vs eager",
+        "GPT-2 scratch training step: model.compile=true (torch.compile) vs eager, and eager "
+        "with gelu_new vs the fused GELU",
     ),
     "data": (
         "dialoglab.bench.data:run",

@@ -1,11 +1,14 @@
-"""torch.compile on the CPU: GPT-2 scratch training with `model.compile=true` vs eager.
+"""torch.compile on the CPU: GPT-2 scratch training with `model.compile=true` vs eager; and
+eager with Hugging Face GPT-2's default activation (`gelu_new`, eight elementwise ops) vs ours
+(`model.activation=gelu_pytorch_tanh`: the same formula as one fused op).
 
 `CausalLMModule(compile=True)` compiles its network in place when fitting starts
 (`on_fit_start`: `net.compile(dynamic=True)`, inductor's C++/OpenMP kernels on the CPU). Here two
 copies of the same initial model (conf/model/gpt2_scratch.yaml's size) train on the same batches
 with the same optimizer and clipping, one eager and one compiled through that very hook. The
 first compiled step, which compiles, is timed on its own; then the two sides' steps are timed
-call by call in turn (the order alternating each round), after warm-up steps.
+call by call in turn (the order alternating each round), after warm-up steps. A third copy, eager
+with `activation=gelu_new` and the same initial weights, is timed among them.
 
 gru_attn has no compile option: its training step is already our own fused autograd Functions
 and C++ loops (models/components/fused_gru.py), which inductor would only run as opaque calls.
@@ -37,7 +40,9 @@ def run(quick: bool = False) -> list[Figure]:
     compiled, _ = make_module(size, length, compile=True)
     compiled.load_state_dict(eager.state_dict())
     compiled.on_fit_start()  # what the Trainer calls before the first step: compiles the net
-    sides = {"eager": eager.train(), "compiled": compiled.train()}
+    gelu_new, _ = make_module(size, length, activation="gelu_new")
+    gelu_new.load_state_dict(eager.state_dict())
+    sides = {"eager": eager.train(), "compiled": compiled.train(), "gelu_new": gelu_new.train()}
     optimizers = {name: optimizer_of(module) for name, module in sides.items()}
     feeds = {name: itertools.cycle(batches) for name in sides}  # each side: the same sequence
 
@@ -47,18 +52,31 @@ def run(quick: bool = False) -> list[Figure]:
     start = time.perf_counter()
     step("compiled")  # traces and compiles forward + backward
     first_step = time.perf_counter() - start
-    next(feeds["eager"])  # both sides at the same point of the batch sequence
+    next(feeds["eager"])  # all sides at the same point of the batch sequence
+    next(feeds["gelu_new"])
     times = time_interleaved(
         {name: (lambda name=name: step(name)) for name in sides}, repeats=repeats, warmup=warmup
     )
     tokens = batch * length
     eager_step, compiled_step = median(times["eager"]), median(times["compiled"])
+    gelu_new_step = median(times["gelu_new"])
     what = (
         f"{size['n_layer']} layers, {size['n_embd']} wide, vocab {size['vocab_size']}; batch "
         f"{batch} x {length} tokens, fp32; median of {repeats} steps a side after warm-up"
     )
     return [
         Figure("GPT-2 scratch step, eager", round(tokens / eager_step), "tokens/s", note=what),
+        Figure(
+            "GPT-2 scratch step, eager, activation gelu_new",
+            round(tokens / gelu_new_step),
+            "tokens/s",
+            note="Hugging Face GPT-2's default activation, as eight elementwise ATen ops",
+        ),
+        Figure(
+            "fused GELU (gelu_pytorch_tanh, the default) speed-up over gelu_new (step)",
+            round(gelu_new_step / eager_step, 3),
+            "x",
+        ),
         Figure(
             "GPT-2 scratch step, model.compile=true",
             round(tokens / compiled_step),

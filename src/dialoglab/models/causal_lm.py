@@ -14,6 +14,7 @@ from dialoglab.data.hf_tokenization import IGNORE_INDEX, HFTokenizer
 from dialoglab.errors import ConfigError
 from dialoglab.generation import DecodingConfig, generate, seeded, to_hf_generate_kwargs
 from dialoglab.models.components.gpt2 import (
+    FAST_ACTIVATION,
     SpecialIds,
     architecture,
     enable_activation_checkpointing,
@@ -42,7 +43,9 @@ class CausalLMModule(DialogueModule):
     """GPT-2 trained with the loss on reply tokens only (layout: `HFTokenizer`).
 
     `pretrained` (hub name or local directory) fine-tunes those weights; null builds a new model
-    from `n_layer`, `n_head`, `n_embd`, `n_positions`. `gpt2_config` is set when a checkpoint is
+    from `n_layer`, `n_head`, `n_embd`, `n_positions`. `activation` is the MLP's (a transformers
+    ACT2FN name; null keeps a pretrained model's own): `gelu_pytorch_tanh`, the default, is
+    GPT-2's `gelu_new` formula as one fused op (faster training). `gpt2_config` is set when a checkpoint is
     restored: the recorded architecture is built and the checkpoint's weights loaded into it, so
     neither the hub nor the pretrained directory is needed again.
 
@@ -65,6 +68,7 @@ class CausalLMModule(DialogueModule):
         n_embd: int = 256,
         n_positions: int = 256,
         dropout: float = 0.1,
+        activation: str | None = FAST_ACTIVATION,
         weight_decay: float = 0.01,
         label_smoothing: float = 0.0,
         gradient_checkpointing: bool = False,
@@ -88,32 +92,38 @@ class CausalLMModule(DialogueModule):
         if gpt2_config is not None:
             self.net = gpt2_from_config(plain(gpt2_config), ids)
         elif pretrained:
-            self.net = gpt2_pretrained(str(pretrained), ids)
+            self.net = gpt2_pretrained(str(pretrained), ids, activation)
         else:
-            self.net = gpt2_from_scratch(ids, n_layer, n_head, n_embd, n_positions, dropout)
+            self.net = gpt2_from_scratch(
+                ids, n_layer, n_head, n_embd, n_positions, dropout, activation or FAST_ACTIVATION
+            )
         if tokenizer.max_length and tokenizer.max_length > self.n_positions:
             raise ConfigError(
                 f"model.tokenizer.max_length={tokenizer.max_length} exceeds the model's "
                 f"{self.n_positions} positions: lower it or raise model.n_positions"
             )
-        if search is None:  # checkpoints from before the option: as they were decoded
-            search = "hf" if generation else "dialoglab"
-        if search not in SEARCHES:
-            raise ConfigError(f"model.search must be one of {', '.join(SEARCHES)}, got {search!r}")
-        if search == "dialoglab" and generation:
-            raise ConfigError(
-                f"model.generation={generation} holds generate() arguments, which only "
-                "model.search=hf passes on: set model.search=hf, or drop them"
-            )
-        self.search = search
         self.pretrained = pretrained
         self.weight_decay = weight_decay
         self._label_smoothing = label_smoothing
         self.max_reply_length = max_reply_length
         self.generation_kwargs = dict(generation)
+        if search is None:  # checkpoints from before the option: as they were decoded
+            search = "hf" if generation else "dialoglab"
+        self.use_search(search)
         self.use_compile = compile
         if gradient_checkpointing:
             enable_activation_checkpointing(self.net)
+
+    def use_search(self, search: str, key: str = "model.search") -> None:
+        """Decode replies with `dialoglab` (our search) or `hf` (`generate()`) from now on."""
+        if search not in SEARCHES:
+            raise ConfigError(f"{key} must be one of {', '.join(SEARCHES)}, got {search!r}")
+        if search == "dialoglab" and self.generation_kwargs:
+            raise ConfigError(
+                f"model.generation={self.generation_kwargs} holds generate() arguments, which "
+                f"only search=hf passes on: set {key}=hf, or drop them"
+            )
+        self.search = search
 
     @property
     def label_smoothing(self) -> float:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.activations import ACT2FN
 
 from dialoglab.errors import ConfigError
 from dialoglab.hf_hub import load_pretrained
@@ -33,6 +34,31 @@ def _set_special_ids(model: GPT2LMHeadModel, ids: SpecialIds) -> GPT2LMHeadModel
     return model
 
 
+# GPT-2's GELU is the tanh approximation. Hugging Face's GPT-2 default, "gelu_new", computes it
+# as eight elementwise ATen ops forward (more backward); "gelu_pytorch_tanh" is the same formula
+# as one fused op (F.gelu(approximate="tanh")), equal to float rounding.
+FAST_ACTIVATION = "gelu_pytorch_tanh"
+
+
+def check_activation(name: str) -> str:
+    if name not in ACT2FN:
+        raise ConfigError(
+            f"model.activation={name!r} is not a transformers activation; use one of: "
+            f"{', '.join(sorted(ACT2FN))}"
+        )
+    return name
+
+
+def set_activation(model: GPT2LMHeadModel, name: str) -> GPT2LMHeadModel:
+    """Use the activation `name` (a transformers ACT2FN key) in every MLP, recorded in the config
+    so that `save_pretrained` files and checkpoints rebuild the same network."""
+    check_activation(name)
+    for block in model.transformer.h:
+        block.mlp.act = ACT2FN[name]
+    model.config.activation_function = name
+    return model
+
+
 def gpt2_from_scratch(
     ids: SpecialIds,
     n_layer: int = 4,
@@ -40,10 +66,12 @@ def gpt2_from_scratch(
     n_embd: int = 256,
     n_positions: int = 256,
     dropout: float = 0.1,
+    activation: str = FAST_ACTIVATION,
 ) -> GPT2LMHeadModel:
     """Randomly initialised GPT-2 whose vocabulary and bos/eos/pad ids are the tokenizer's."""
     if n_embd % n_head:
         raise ConfigError(f"model.n_embd={n_embd} must be a multiple of model.n_head={n_head}")
+    check_activation(activation)
     config = GPT2Config(
         vocab_size=ids.vocab_size,
         n_positions=n_positions,
@@ -53,6 +81,7 @@ def gpt2_from_scratch(
         resid_pdrop=dropout,
         embd_pdrop=dropout,
         attn_pdrop=dropout,
+        activation_function=activation,
         bos_token_id=ids.bos,
         eos_token_id=ids.eos,
         pad_token_id=ids.pad,
@@ -60,15 +89,20 @@ def gpt2_from_scratch(
     return _set_special_ids(GPT2LMHeadModel(config), ids)
 
 
-def gpt2_pretrained(name_or_path: str, ids: SpecialIds) -> GPT2LMHeadModel:
+def gpt2_pretrained(
+    name_or_path: str, ids: SpecialIds, activation: str | None = None
+) -> GPT2LMHeadModel:
     """Pretrained weights from a hub name or a `save_pretrained` directory, resized to the
-    tokenizer (which added dialogue special tokens); offline, a hub name fails within seconds."""
+    tokenizer (which added dialogue special tokens); offline, a hub name fails within seconds.
+    `activation` replaces the MLP activation the weights were saved with (None keeps it)."""
     model = load_pretrained(GPT2LMHeadModel.from_pretrained, name_or_path, key="model.pretrained")
     model.train()  # from_pretrained returns eval mode; Lightning keeps submodule modes as found
     if not isinstance(model, GPT2LMHeadModel):  # pragma: no cover - from_pretrained of the class
         raise ConfigError(f"model.pretrained={name_or_path!r} is not a GPT-2 model")
     if model.config.vocab_size != ids.vocab_size:
         model.resize_token_embeddings(ids.vocab_size)
+    if activation is not None and activation != model.config.activation_function:
+        set_activation(model, activation)
     return _set_special_ids(model, ids)
 
 
