@@ -28,8 +28,8 @@
   to fp32) and `python eval.py ckpt_path=... quantize=int8|none` (test BLEU): gru_attn (H=500,
   `experiment=quickstart`, best / last checkpoint) 100 / 88 % of greedy and 94 / 100 % of
   beam-5 replies, BLEU 52.62 -> 52.59 (best), greedy p50 2.0-3.0 ms, beam-5 9.1-11.5 ms;
-  GPT-2 scratch (4 x 256, chatterbot, 8 epochs) 16/16 greedy, 11/16 beam-5, BLEU 43.98 ->
-  44.52, ppl 15.49 -> 15.48.
+  GPT-2 scratch (4 x 256, chatterbot, 8 epochs; our search) 14/16 greedy, 14/16 beam-5,
+  BLEU 39.83 -> 39.81, ppl 15.49 -> 15.48.
 
 Either changes the numbers slightly (an argmax can flip on a near tie). The model is changed in
 place (its `.net` is replaced) and returned; `weights_of(model)` says what it holds.
