@@ -16,7 +16,9 @@ source context is banned: the bot does not parrot the user), `min_length` (`<eos
 that many tokens). Sampling then applies `temperature`, `top_k` and `top_p`.
 
 Lengths count generated tokens, `<eos>` included: `max_length=20` gives at most 19 words and
-`<eos>`. Beam hypotheses are ranked by `sum log p / length ** length_penalty`.
+`<eos>`. Beam hypotheses are ranked by `sum log p / length ** length_penalty`; an example's search
+ends when no live beam can still beat its `num_beams` finished ones (Hugging Face's
+`early_stopping="never"`), or with `early_stopping=True` as soon as it has them.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class DecodingConfig:
     min_length: int = 0  # tokens before <eos> is allowed
     num_beams: int = 5  # beam only; 1 is greedy
     length_penalty: float = 1.0  # beam only: score / length ** length_penalty
+    early_stopping: bool = False  # beam only: stop at num_beams finished (else: when none can win)
     temperature: float = 1.0  # sample only
     top_k: int = 0  # sample only; 0 = off
     top_p: float = 1.0  # sample only; 1.0 = off
@@ -92,6 +95,8 @@ class DecodingConfig:
             fail("top_p", "in (0, 1]")
         if self.repetition_penalty <= 0:
             fail("repetition_penalty", "> 0 (1.0 is off)")
+        if not isinstance(self.early_stopping, bool):
+            fail("early_stopping", "true or false")
         if self.seed is not None and not _is_int(self.seed):
             fail("seed", "an integer or null")
         if self.max_length is not None and self.min_length >= self.max_length:
@@ -223,7 +228,7 @@ def to_hf_generate_kwargs(
         kwargs.update(
             num_beams=config.num_beams,
             length_penalty=config.length_penalty,
-            early_stopping=True,
+            early_stopping=True if config.early_stopping else "never",  # the same search as ours
             num_return_sequences=1,
         )
     elif strategy == "sample":
@@ -520,9 +525,12 @@ def beam_search(
     Each step the K live beams of an example propose their 2K best continuations; those ending in
     `<eos>` among the first K go to the example's pool of K finished hypotheses (ranked by
     `score / length ** length_penalty`), the K best others live on. An example is done when its
-    pool is full and no live beam can still beat the pool's worst entry; at `max_length` the live
-    beams join the pool. Everything stays on the device except one check every `check_every`
-    steps and the final trim.
+    pool is full and no live beam can still beat the pool's worst entry (with
+    `config.early_stopping`: as soon as its pool is full, which then takes no more entries); at
+    `max_length` the live beams of examples not done join the pool. This is Hugging Face's beam
+    search (`early_stopping="never"`, or `True`), except that banned tokens are removed before
+    the log-softmax, so scores stay normalised over the tokens that may follow. Everything stays
+    on the device except one check every `check_every` steps and the final trim.
     """
     B, K = src.size(0), config.num_beams
     device = src.device
@@ -556,6 +564,7 @@ def beam_search(
     pool_tokens = torch.full((B, K, max_length), pad_id, dtype=torch.long, device=device)
     base = (torch.arange(B, device=device) * K).unsqueeze(1)  # (B, 1)
     rank = torch.arange(2 * K, device=device).unsqueeze(0)  # (1, 2K)
+    closed = torch.zeros(B, 1, dtype=torch.bool, device=device)  # early stopping: pool final
 
     def join_pool(
         cand_scores: torch.Tensor, cand_tokens: torch.Tensor
@@ -585,12 +594,15 @@ def beam_search(
         # Finished: <eos> among the first K candidates.
         is_eos = cand_token == eos_id
         length = step + 1
-        finished_scores = (cand_scores / length**lp).masked_fill(~is_eos | (rank >= K), -torch.inf)
+        not_finished = ~is_eos | (rank >= K) | closed
+        finished_scores = (cand_scores / length**lp).masked_fill(not_finished, -torch.inf)
         finished_tokens = torch.cat(
             [history.index_select(0, parent).view(B, 2 * K, step), cand_token.unsqueeze(-1)],
             dim=-1,
         )
         pool_scores, pool_tokens = join_pool(finished_scores, padded(finished_tokens))
+        if config.early_stopping:
+            closed = pool_scores[:, -1:] > -torch.inf
 
         # Live on: the K best candidates that are not <eos> (there are always K of them).
         live_scores, live_pick = torch.topk(cand_scores.masked_fill(is_eos, -torch.inf), K, dim=1)
@@ -609,11 +621,11 @@ def beam_search(
             bound_length = max_length if lp > 0 else step + 1
             bound = scores[:, 0] / bound_length**lp
             done = (pool_scores[:, -1] > -torch.inf) & (bound <= pool_scores[:, -1])
-            if bool(done.all()):
+            if bool((done | closed[:, 0]).all()):
                 break
 
-    # Live beams that reached the end (or the early stop) join the pool.
+    # Live beams that reached the end (or the early stop) join the pool, unless it is closed.
     length = history.size(1)
-    live_normalised = scores / max(length, 1) ** lp
+    live_normalised = (scores / max(length, 1) ** lp).masked_fill(closed, -torch.inf)
     pool_scores, pool_tokens = join_pool(live_normalised, padded(history.view(B, K, length)))
     return _trim(pool_tokens[:, 0], eos_id)

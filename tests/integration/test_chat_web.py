@@ -65,13 +65,20 @@ def test_app_decoding_controls(app_env: Path) -> None:
     at.run()
     decoding = next(s for s in at.sidebar.selectbox if s.label == "Decoding preset")
     assert decoding.value == "beam"
+    early = next(c for c in at.sidebar.checkbox if c.label == "Stop at the first finished beams")
+    assert early.value is False
+    early.check().run()
+    at.chat_input[0].set_value("hi").run()
+    assert not at.exception, at.exception
+    assert at.chat_message[1].markdown[0].value.strip()
+    decoding = next(s for s in at.sidebar.selectbox if s.label == "Decoding preset")
     decoding.set_value("sample").run()
     assert not at.exception, at.exception
     labels = [s.label for s in at.sidebar.slider]
     assert "Temperature" in labels and "Beams" not in labels
     at.chat_input[0].set_value("hello there").run()
     assert not at.exception, at.exception
-    assert at.chat_message[1].markdown[0].value.strip()
+    assert at.chat_message[3].markdown[0].value.strip()
 
 
 def test_app_without_checkpoints_says_how_to_get_one(

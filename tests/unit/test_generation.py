@@ -117,6 +117,7 @@ def test_from_any_accepts_every_form() -> None:
         ({"max_length": 5, "min_length": 5}, "decoding.min_length"),
         ({"no_repeat_ngram_size": -1}, "decoding.no_repeat_ngram_size"),
         ({"repetition_penalty": 0}, "decoding.repetition_penalty"),
+        ({"early_stopping": "yes"}, "decoding.early_stopping"),
         ({"beams": 3}, "decoding.beams"),
     ],
 )
@@ -219,11 +220,18 @@ def test_beam_search_batches_like_single_examples() -> None:
         assert single[0] == batched[b]
 
 
-@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "beam-early", "sample"])
 def test_check_every_does_not_change_the_result(strategy: str) -> None:
     net = make_model(seed=6)
     src, lengths = make_src(LENGTHS, seed=7)
-    config = DecodingConfig(strategy=strategy, num_beams=3, max_length=20, seed=0)
+    early = strategy == "beam-early"
+    config = DecodingConfig(
+        strategy="beam" if early else strategy,
+        num_beams=3,
+        max_length=20,
+        seed=0,
+        early_stopping=early,
+    )
     results = [generate(net, src, lengths, config.replace(check_every=k)) for k in (1, 3, 8, 50)]
     for result in results[1:]:
         assert torch.equal(result, results[0])

@@ -92,6 +92,46 @@ def test_greedy_replies_equal_hugging_face_generate() -> None:
     assert torch.equal(ours, expected)
 
 
+class BanAndRenormalize:
+    """<pad> and <bot> banned with the rest renormalized, as our search scores beams (generate()'s
+    beam search runs processors on log-probabilities, so `suppress_tokens` would not renormalize
+    and near ties between beams could break the other way)."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores.index_fill(1, torch.tensor([PAD, BOT]), -float("inf")).log_softmax(dim=-1)
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 2.0])
+@torch.no_grad()
+def test_beam_search_equals_hugging_face_generate(length_penalty: float) -> None:
+    """Our beam search is generate()'s under either stopping rule, through the kwargs mapping;
+    on these prompts the two rules pick different replies for some rows."""
+    model = tiny_gpt2()
+    ids, n, mask, types = left_padded([9, 9, 5, 2, 7, 4, 1, 8], 9)
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        """Replies cut after <eos> (generate() fills with it, we with <pad>), as (B, 20)."""
+        after = (t == EOS).long().cumsum(dim=1) - (t == EOS).long() > 0
+        return torch.nn.functional.pad(t.masked_fill(after, EOS), (0, 20 - t.size(1)), value=EOS)
+
+    replies = {}
+    for early_stopping in (False, True):
+        config = DecodingConfig(
+            strategy="beam", num_beams=3, max_length=20, length_penalty=length_penalty,
+            early_stopping=early_stopping,
+        )  # fmt: skip
+        kwargs = generation.to_hf_generate_kwargs(config)
+        assert kwargs["early_stopping"] is (True if early_stopping else "never")
+        expected = model.generate(
+            input_ids=ids, attention_mask=mask.long(), token_type_ids=types, pad_token_id=EOS,
+            eos_token_id=EOS, logits_processor=[BanAndRenormalize()], **kwargs,
+        )[:, ids.size(1) :]  # fmt: skip
+        ours = generation.generate(GPT2Stepper(model, BOT, EOS, PAD, types), ids, n, config)
+        assert torch.equal(pad(ours), pad(expected)), early_stopping
+        replies[early_stopping] = pad(ours)
+    assert not torch.equal(replies[False], replies[True])
+
+
 class Recomputing:
     """The same search interface without a cache: every step reruns Hugging Face's forward on
     the whole sequence so far (the state is the fed tokens, batch on dim 1)."""

@@ -114,6 +114,12 @@ def decoding_controls(bot: Chatbot) -> DecodingConfig:
         values["length_penalty"] = st.slider(
             "Length penalty", -1.0, 3.0, base.length_penalty, 0.1, key=k + "lp"
         )
+        values["early_stopping"] = st.checkbox(
+            "Stop at the first finished beams",
+            base.early_stopping,
+            key=k + "early",
+            help="Shorter replies; off: search until no beam can beat the finished ones",
+        )
     if strategy == "sample":
         values["temperature"] = st.slider(
             "Temperature", 0.05, 2.0, base.temperature, 0.05, key=k + "temp"
