@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from dialoglab.bench.compile import full_logits_nll
 from dialoglab.data.hf_tokenization import HFTokenizer
 from dialoglab.errors import ConfigError
 from dialoglab.models.causal_lm import CausalLMModule
@@ -80,6 +81,30 @@ def test_loss_counts_reply_tokens_only_and_packing_matches(tok: HFTokenizer) -> 
     assert sub["index"].tolist() == [0, 2]
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("pack_to", [None, 128])
+def test_reply_only_output_layer_equals_full_logits(
+    tok: HFTokenizer, label_smoothing: float, pack_to: int | None
+) -> None:
+    """`nll` runs the output layer on labelled positions only: the loss and every gradient are
+    those of the logits at every position."""
+    tokenizer = HFTokenizer(pack_to=pack_to)
+    tokenizer.load_state_dict(tok.state_dict())
+    split = tokenizer.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
+    batch = tokenizer.collate(split, list(range(5)))
+    assert (batch["labels"] == -100).float().mean() > 0.3  # prompts and padding go unscored
+    grads = []
+    for loss_of in (CausalLMModule.nll, full_logits_nll):
+        module = make_module(tok).train()  # the same initial weights, no dropout
+        loss = loss_of(module, batch, label_smoothing)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad for p in module.parameters()]))
+    (ours, ours_grads), (full, full_grads) = grads
+    torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-5)
+    for a, b in zip(ours_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_batched_left_padded_generation_matches_single(tok: HFTokenizer) -> None:
     module = make_module(tok, max_reply_length=6).eval()
     contexts = [[TEXTS[0]], [TEXTS[1], TEXTS[2], TEXTS[3]], []]
@@ -145,7 +170,7 @@ def test_gradient_checkpointing_and_compile_switches(tok: HFTokenizer, monkeypat
     assert module.net.transformer.wte.weight.grad is not None
     calls = []
     compiled = make_module(tok, compile=True)
-    monkeypatch.setattr(compiled.net, "compile", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(compiled.net.transformer, "compile", lambda **kw: calls.append(kw))
     compiled.on_fit_start()
     compiled.on_fit_start()
     assert calls == [{"dynamic": True}]
@@ -242,7 +267,7 @@ def test_compiled_network_trains_to_the_same_numbers(tok: HFTokenizer) -> None:
     """model.compile=true (torch.compile through on_fit_start) keeps the loss and gradients."""
     eager, compiled = make_module(tok).train(), make_module(tok, compile=True).train()
     compiled.on_fit_start()
-    assert compiled.net._compiled_call_impl is not None  # nn.Module.compile happened in place
+    assert compiled.net.transformer._compiled_call_impl is not None  # compiled in place
     split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
     batch = tok.collate(split, [0, 1, 2])
     losses = [module.nll(batch) for module in (eager, compiled)]

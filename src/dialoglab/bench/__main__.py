@@ -46,7 +46,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "compile": (
         "dialoglab.bench.compile:run",
         "GPT-2 scratch training step: model.compile=true (torch.compile) vs eager, and eager "
-        "with gelu_new vs the fused GELU",
+        "with gelu_new vs the fused GELU, output layer on every position vs on labelled ones",
     ),
     "data": (
         "dialoglab.bench.data:run",

@@ -135,7 +135,9 @@ class CausalLMModule(DialogueModule):
 
     def on_fit_start(self) -> None:
         if self.use_compile and not getattr(self, "_compiled", False):
-            self.net.compile(dynamic=True)  # in place: parameter names (and checkpoints) unchanged
+            # In place (parameter names and checkpoints unchanged): the transformer, which the
+            # loss (`nll`) and generate() call, not the LM wrapper that `nll` goes around.
+            self.net.transformer.compile(dynamic=True)
             self._compiled = True
 
     # -- likelihood ----------------------------------------------------------------------------
@@ -151,14 +153,21 @@ class CausalLMModule(DialogueModule):
         return out.logits
 
     def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
-        logits = self(batch)[:, :-1]
-        labels = batch["labels"][:, 1:]
+        """Summed cross-entropy of the labelled (reply) tokens. The output layer runs on the
+        positions that predict them only: with history and persona in the prompt most positions
+        carry no label, and the (d -> vocab) product is a large share of a small GPT-2's work."""
+        hidden = self.net.transformer(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_mask"),
+            token_type_ids=batch["token_type_ids"],
+            position_ids=batch.get("position_ids"),
+            use_cache=False,
+        ).last_hidden_state  # (rows, T, d)
+        labels = batch["labels"][:, 1:]  # position t predicts token t + 1
+        scored = labels != IGNORE_INDEX
+        logits = self.net.lm_head(hidden[:, :-1][scored])  # (n, vocab)
         return F.cross_entropy(
-            logits.flatten(0, 1).float(),
-            labels.flatten(),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-            label_smoothing=label_smoothing,
+            logits.float(), labels[scored], reduction="sum", label_smoothing=label_smoothing
         )
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
