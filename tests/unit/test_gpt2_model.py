@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from dialoglab.bench.compile import full_logits_nll
+from dialoglab.bench.gpt2_step import full_logits_nll
 from dialoglab.data.hf_tokenization import HFTokenizer
 from dialoglab.errors import ConfigError
 from dialoglab.models.causal_lm import CausalLMModule

@@ -45,8 +45,11 @@ BENCHES: dict[str, tuple[str, str]] = {
     ),
     "compile": (
         "dialoglab.bench.compile:run",
-        "GPT-2 scratch training step: model.compile=true (torch.compile) vs eager, and eager "
-        "with gelu_new vs the fused GELU, output layer on every position vs on labelled ones",
+        "GPT-2 scratch training step with model.compile=true (torch.compile) vs eager",
+    ),
+    "gpt2_step": (
+        "dialoglab.bench.gpt2_step:run",
+        "GPT-2 scratch training step: our defaults vs each undone (GELU, output layer, dropout)",
     ),
     "data": (
         "dialoglab.bench.data:run",

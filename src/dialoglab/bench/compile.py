@@ -1,17 +1,11 @@
-"""torch.compile on the CPU: GPT-2 scratch training with `model.compile=true` vs eager; and
-eager with Hugging Face GPT-2's default activation (`gelu_new`, eight elementwise ops) vs ours
-(`model.activation=gelu_pytorch_tanh`: the same formula as one fused op); and the loss with the
-output layer on every position (`full_logits_nll`, what `GPT2LMHeadModel(labels=...)` does) vs on
-the labelled positions only (`CausalLMModule.nll`; half of each benchmark row is labelled).
+"""torch.compile on the CPU: GPT-2 scratch training with `model.compile=true` vs eager.
 
 `CausalLMModule(compile=True)` compiles its network in place when fitting starts
 (`on_fit_start`: `net.compile(dynamic=True)`, inductor's C++/OpenMP kernels on the CPU). Here two
 copies of the same initial model (conf/model/gpt2_scratch.yaml's size) train on the same batches
 with the same optimizer and clipping, one eager and one compiled through that very hook. The
 first compiled step, which compiles, is timed on its own; then the two sides' steps are timed
-call by call in turn (the order alternating each round), after warm-up steps. Two more eager
-copies with the same initial weights are timed among them: one with `activation=gelu_new`, one
-computing its loss through `full_logits_nll`.
+call by call in turn (the order alternating each round), after warm-up steps.
 
 gru_attn has no compile option: its training step is already our own fused autograd Functions
 and C++ loops (models/components/fused_gru.py), which inductor would only run as opaque calls.
@@ -21,11 +15,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import types
-from typing import Any
-
-import torch
-from torch.nn import functional as F
 
 from dialoglab.bench.common import Figure, median, set_seed, time_interleaved
 from dialoglab.bench.lightning_overhead import (
@@ -35,18 +24,6 @@ from dialoglab.bench.lightning_overhead import (
     scratch_size,
     train_step,
 )
-
-
-def full_logits_nll(module: Any, batch: dict, label_smoothing: float = 0.0) -> torch.Tensor:
-    """A causal LM's summed reply loss from its logits at every position (unlabelled: -100)."""
-    logits = module(batch)[:, :-1]
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(),
-        batch["labels"][:, 1:].flatten(),
-        ignore_index=-100,
-        reduction="sum",
-        label_smoothing=label_smoothing,
-    )
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -60,17 +37,7 @@ def run(quick: bool = False) -> list[Figure]:
     compiled, _ = make_module(size, length, compile=True)
     compiled.load_state_dict(eager.state_dict())
     compiled.on_fit_start()  # what the Trainer calls before the first step: compiles the net
-    gelu_new, _ = make_module(size, length, activation="gelu_new")
-    gelu_new.load_state_dict(eager.state_dict())
-    full, _ = make_module(size, length)
-    full.load_state_dict(eager.state_dict())
-    full.nll = types.MethodType(full_logits_nll, full)
-    sides = {
-        "eager": eager.train(),
-        "compiled": compiled.train(),
-        "gelu_new": gelu_new.train(),
-        "full_logits": full.train(),
-    }
+    sides = {"eager": eager.train(), "compiled": compiled.train()}
     optimizers = {name: optimizer_of(module) for name, module in sides.items()}
     feeds = {name: itertools.cycle(batches) for name in sides}  # each side: the same sequence
 
@@ -80,43 +47,18 @@ def run(quick: bool = False) -> list[Figure]:
     start = time.perf_counter()
     step("compiled")  # traces and compiles forward + backward
     first_step = time.perf_counter() - start
-    next(feeds["eager"])  # all sides at the same point of the batch sequence
-    next(feeds["gelu_new"])
-    next(feeds["full_logits"])
+    next(feeds["eager"])  # both sides at the same point of the batch sequence
     times = time_interleaved(
         {name: (lambda name=name: step(name)) for name in sides}, repeats=repeats, warmup=warmup
     )
     tokens = batch * length
     eager_step, compiled_step = median(times["eager"]), median(times["compiled"])
-    gelu_new_step, full_step = median(times["gelu_new"]), median(times["full_logits"])
     what = (
         f"{size['n_layer']} layers, {size['n_embd']} wide, vocab {size['vocab_size']}; batch "
         f"{batch} x {length} tokens, fp32; median of {repeats} steps a side after warm-up"
     )
     return [
         Figure("GPT-2 scratch step, eager", round(tokens / eager_step), "tokens/s", note=what),
-        Figure(
-            "GPT-2 scratch step, eager, activation gelu_new",
-            round(tokens / gelu_new_step),
-            "tokens/s",
-            note="Hugging Face GPT-2's default activation, as eight elementwise ATen ops",
-        ),
-        Figure(
-            "fused GELU (gelu_pytorch_tanh, the default) speed-up over gelu_new (step)",
-            round(gelu_new_step / eager_step, 3),
-            "x",
-        ),
-        Figure(
-            "GPT-2 scratch step, eager, output layer at every position",
-            round(tokens / full_step),
-            "tokens/s",
-            note="the loss from GPT2LMHeadModel's logits at all positions (half of them labelled)",
-        ),
-        Figure(
-            "output layer on labelled positions only (the default): speed-up (step)",
-            round(full_step / eager_step, 3),
-            "x",
-        ),
         Figure(
             "GPT-2 scratch step, model.compile=true",
             round(tokens / compiled_step),

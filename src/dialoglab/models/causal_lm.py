@@ -22,6 +22,7 @@ from dialoglab.models.components.gpt2 import (
     gpt2_from_scratch,
     gpt2_pretrained,
 )
+from dialoglab.models.components.gpt2_dropout import use_fast_dropout
 from dialoglab.models.components.gpt2_stepper import GPT2Stepper
 from dialoglab.models.dialogue_module import DialogueModule, eval_mode
 
@@ -45,7 +46,9 @@ class CausalLMModule(DialogueModule):
     `pretrained` (hub name or local directory) fine-tunes those weights; null builds a new model
     from `n_layer`, `n_head`, `n_embd`, `n_positions`. `activation` is the MLP's (a transformers
     ACT2FN name; null keeps a pretrained model's own): `gelu_pytorch_tanh`, the default, is
-    GPT-2's `gelu_new` formula as one fused op (faster training). `gpt2_config` is set when a checkpoint is
+    GPT-2's `gelu_new` formula as one fused op (faster training). `fast_dropout` draws dropout
+    masks the cheaper way gru_attn does, attention weights included
+    (`models/components/gpt2_dropout.py`; the same rate and expectation). `gpt2_config` is set when a checkpoint is
     restored: the recorded architecture is built and the checkpoint's weights loaded into it, so
     neither the hub nor the pretrained directory is needed again.
 
@@ -69,6 +72,7 @@ class CausalLMModule(DialogueModule):
         n_positions: int = 256,
         dropout: float = 0.1,
         activation: str | None = FAST_ACTIVATION,
+        fast_dropout: bool = True,
         weight_decay: float = 0.01,
         label_smoothing: float = 0.0,
         gradient_checkpointing: bool = False,
@@ -97,6 +101,8 @@ class CausalLMModule(DialogueModule):
             self.net = gpt2_from_scratch(
                 ids, n_layer, n_head, n_embd, n_positions, dropout, activation or FAST_ACTIVATION
             )
+        if fast_dropout:
+            use_fast_dropout(self.net)
         if tokenizer.max_length and tokenizer.max_length > self.n_positions:
             raise ConfigError(
                 f"model.tokenizer.max_length={tokenizer.max_length} exceeds the model's "
