@@ -11,13 +11,19 @@ from torch.nn import functional as F
 
 from dialoglab.models.components import onednn
 
-needs_onednn = pytest.mark.skipif(not onednn.ENABLED, reason="this torch build has no oneDNN")
+needs_onednn = pytest.mark.skipif(not onednn.AVAILABLE, reason="this torch build has no oneDNN")
+
+
+@pytest.fixture
+def on(monkeypatch) -> None:
+    """oneDNN on, whatever this CPU's default."""
+    monkeypatch.setattr(onednn, "ENABLED", True)
 
 
 @pytest.fixture(params=[True, False], ids=["onednn", "torch"])
 def enabled(request, monkeypatch):
     """Run a test with oneDNN on (where the build has it) and with torch's own ops."""
-    if request.param and not onednn.ENABLED:
+    if request.param and not onednn.AVAILABLE:
         pytest.skip("this torch build has no oneDNN")
     monkeypatch.setattr(onednn, "ENABLED", request.param)
     return request.param
@@ -34,7 +40,7 @@ def test_mm_and_addmm_equal_torch_for_both_weight_layouts(enabled):
 
 
 @needs_onednn
-def test_usable_only_for_row_major_fp32_cpu_left_operands():
+def test_usable_only_for_row_major_fp32_cpu_left_operands(on):
     a, w = torch.randn(8, 4), torch.randn(6, 4)
     assert onednn._usable(a, w)
     assert not onednn._usable(a.t().contiguous().t(), w)  # a transposed: MKL's case
@@ -94,6 +100,19 @@ def test_linear_leaves_autocast_and_other_modules_to_torch(enabled):
 def test_environment_switch_turns_onednn_off(monkeypatch):
     monkeypatch.setenv("DIALOGLAB_ONEDNN", "0")
     assert onednn._op_available() is False
+
+
+def test_default_by_cpu_vendor(monkeypatch, tmp_path):
+    """On by default where oneDNN measured faster than MKL (AMD), off elsewhere unless asked."""
+    monkeypatch.delenv("DIALOGLAB_ONEDNN", raising=False)
+    assert onednn.faster_here("AuthenticAMD") and not onednn.faster_here("GenuineIntel")
+    assert not onednn.faster_here("")
+    monkeypatch.setenv("DIALOGLAB_ONEDNN", "1")
+    assert onednn.faster_here("GenuineIntel")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert onednn.cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    assert onednn.cpu_vendor(str(tmp_path / "missing")) == ""
 
 
 @pytest.mark.parametrize("weight_grads", [True, False], ids=["weight-grads-on", "off"])

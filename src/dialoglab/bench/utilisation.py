@@ -64,7 +64,9 @@ def matmul_gflops(
     out = torch.empty(n, n, dtype=dtype, device=device)
 
     def product() -> torch.Tensor:
-        return onednn.mm(a, b) if library == "oneDNN" else torch.mm(a, b, out=out)
+        if library == "oneDNN":
+            return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+        return torch.mm(a, b, out=out)
 
     # warm-up (thread pool, kernel choice, page faults), then the best of the timed calls
     best = min(time_calls(synchronized(product, device), repeats, warmup=1))
@@ -83,7 +85,7 @@ def peaks(quick: bool) -> dict[str, tuple[float, int]]:
     """(GFLOP/s, n) of the fp32 peak through torch.mm and oneDNN (when the build has it), and
     the bf16 peak (torch.mm, which is oneDNN's matmul for bf16)."""
     found = {"fp32 torch.mm": matmul_peak(torch.float32, quick)}
-    if onednn.ENABLED:
+    if onednn.AVAILABLE:  # whether or not this CPU's default uses it
         found["fp32 oneDNN"] = matmul_peak(torch.float32, quick, "oneDNN")
     found["bf16"] = matmul_peak(torch.bfloat16, quick)
     return found
@@ -107,9 +109,11 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     """Seconds (all timed calls) of the fp32 and the bf16-autocast training step on one
     full-length batch, each also with nn.GRU layers (`model.fused_rnn=false`) and with the
     output layer W_o an nn.Linear (weight stored (out, in)) instead of `ColumnMajorLinear`;
-    fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off), and
-    the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py). Also
-    returns that replay of the step's products."""
+    fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off), with
+    its matmuls through the library this CPU's default does not pick (`fp32_other_library`:
+    oneDNN or MKL, `onednn.ENABLED` flipped; where the build has oneDNN), and the fp32 step's
+    matrix products alone (`fp32_matmuls`, bench/matmul_replay.py). Also returns that replay
+    of the step's products."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
@@ -121,16 +125,21 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
         nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
     nets["fp32_aten_gates"] = copy.deepcopy(net)
+    if onednn.AVAILABLE:
+        nets["fp32_other_library"] = copy.deepcopy(net)
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
+    library = onednn.ENABLED  # this CPU's default (or DIALOGLAB_ONEDNN)
 
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
+        onednn.ENABLED = library != (name == "fp32_other_library")
         try:
             return our_step(nets[name], optimizers[name], batch, "bf16" in name)
         finally:
             fused_gru.FUSED_GATES = setting
+            onednn.ENABLED = library
 
     times = time_interleaved(
         {**{name: (lambda name=name: step(name)) for name in nets}, "fp32_matmuls": matmuls},
@@ -287,6 +296,22 @@ def _w_o_layout_rows(
     )
 
 
+def _library_rows(times: dict[str, float], all_times: dict[str, list[float]]) -> list[Figure]:
+    """The fp32 step with its matmuls through the other library, and what the default saves."""
+    if "fp32_other_library" not in times:
+        return []
+    chosen, other = ("oneDNN", "MKL") if onednn.ENABLED else ("MKL", "oneDNN")
+    return _saving_rows(
+        times,
+        all_times,
+        "fp32",
+        "fp32_other_library",
+        f"fp32 with {other} matmuls",
+        f"{chosen} matmuls (this CPU's default): time saved",
+        f"onednn.ENABLED flipped; the default by CPU vendor ({onednn.cpu_vendor() or 'unknown'})",
+    )
+
+
 def _matmuls_alone_rows(
     all_times: dict[str, list[float]], matmuls: Replay, counted: int, peak: float, quick: bool
 ) -> list[Figure]:
@@ -334,7 +359,7 @@ def _encoder_rows(times: dict[str, list[float]] | None, size: GRUSize) -> list[F
         f"fp32, {size.layers} bidirectional layers, H={size.hidden}, B={size.batch}, "
         f"T={size.length}"
     )
-    return [
+    rows = [
         Figure(
             "encoder GRU fwd+bwd",
             round(median(times["default"]) * 1e3, 1),
@@ -348,15 +373,19 @@ def _encoder_rows(times: dict[str, list[float]] | None, size: GRUSize) -> list[F
             "default",
             "vs fused_gru.set_parallel_rows(False); median of the per-round differences",
         ),
-        _paired_row(
-            "encoder GRU fwd+bwd: time saved by oneDNN's weight gradients",
-            times,
-            "mkl weight grads",
-            "default",
-            "vs onednn.WEIGHT_GRADS off (MKL's transposed products); median of the per-round "
-            "differences",
-        ),
     ]
+    if onednn.ENABLED:  # else every weight gradient is MKL's either way
+        rows.append(
+            _paired_row(
+                "encoder GRU fwd+bwd: time saved by oneDNN's weight gradients",
+                times,
+                "mkl weight grads",
+                "default",
+                "vs onednn.WEIGHT_GRADS off (MKL's transposed products); median of the "
+                "per-round differences",
+            )
+        )
+    return rows
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -429,6 +458,7 @@ def run(quick: bool = False) -> list[Figure]:
             "fused gate passes: time saved",
             "fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
         ),
+        *_library_rows(times, all_times),
         *_encoder_rows(encoder, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),

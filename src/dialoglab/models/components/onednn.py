@@ -1,9 +1,11 @@
-"""fp32 matrix multiplies through oneDNN on the CPU: torch.mm's products, faster on this machine.
+"""fp32 matrix multiplies through oneDNN on the CPU: torch.mm's products, faster on AMD CPUs.
 
 On the CPU, `torch.mm`, `addmm` and `F.linear` in fp32 call MKL's sgemm. oneDNN's matmul (what
-torch already uses for bf16) runs the gru_attn step's shapes faster on the AMD EPYC cores we
-train on: `python -m dialoglab.bench --only utilisation` times both (rows "fp32 matmul peak,
-torch.mm" and "..., oneDNN"). torch reaches oneDNN's fp32 matmul through
+torch already uses for bf16) runs the gru_attn step's shapes faster on AMD EPYC cores, and
+slower than MKL on Intel Xeon cores (AVX-512): `python -m dialoglab.bench --only utilisation`
+times both (rows "fp32 matmul peak, torch.mm" and "..., oneDNN", and the step through the
+library not chosen). So oneDNN is on by default on AMD CPUs only (`ENABLED`);
+`DIALOGLAB_ONEDNN=1` turns it on anywhere the build has it (`AVAILABLE`), `=0` off. torch reaches oneDNN's fp32 matmul through
 `torch.ops.mkldnn._linear_pointwise` (x @ w^T + b, no autograd of its own), so it is called only
 inside autograd Functions: `GRULayerFunction` and `linear` below, each with its own backward.
 
@@ -11,7 +13,7 @@ oneDNN is used when the left operand is row-major. Weight gradients dY^T X (a tr
 operand) have their own oneDNN primitive, `weight_grad` (the fused GRU's layers use it where
 their input is no wider than the state: there it beat MKL in paired step timings, and MKL
 stayed ahead for wider inputs). Everything else (no oneDNN in the build, other dtypes or
-devices, `DIALOGLAB_ONEDNN=0` in the environment) goes to torch's own ops. Results equal
+devices, oneDNN not enabled) goes to torch's own ops. Results equal
 torch.mm's to float rounding (tests/unit/test_onednn.py).
 """
 
@@ -25,12 +27,33 @@ from torch import nn
 
 def _op_available() -> bool:
     """True when this torch build has oneDNN and its fp32 linear op, and it is not turned off."""
-    if os.environ.get("DIALOGLAB_ONEDNN", "1") == "0":
+    if os.environ.get("DIALOGLAB_ONEDNN") == "0":
         return False
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-ENABLED = _op_available()
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's vendor id ("AuthenticAMD", "GenuineIntel", ...), or "" where it is not known."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as lines:
+            for line in lines:
+                if line.startswith("vendor_id"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def faster_here(vendor: str | None = None) -> bool:
+    """Whether oneDNN is the default here: where it measured faster than MKL (AMD CPUs), or
+    where DIALOGLAB_ONEDNN=1 asks for it."""
+    if os.environ.get("DIALOGLAB_ONEDNN") == "1":
+        return True
+    return (cpu_vendor() if vendor is None else vendor) == "AuthenticAMD"
+
+
+AVAILABLE = _op_available()
+ENABLED = AVAILABLE and faster_here()
 
 
 def _usable(a: torch.Tensor, w_t: torch.Tensor) -> bool:
