@@ -161,6 +161,54 @@ def test_bf16_autocast_runs_in_bf16_and_stays_close_to_fp32():
         assert (p.grad - ref).norm() <= 0.05 * ref.norm()
 
 
+def test_bf16_row_buckets_leave_results_unchanged(monkeypatch):
+    """bf16 products over the packed tokens run on rows rounded up to a multiple of
+    row_buckets.ROWS (zeros): the same outputs and gradients as with the switch off."""
+    from dialoglab.models.components import onednn, row_buckets
+
+    rows_seen = []
+    real_addmm = onednn.addmm
+
+    def addmm(bias, a, *args, **kwargs):
+        rows_seen.append(a.size(0))
+        return real_addmm(bias, a, *args, **kwargs)
+
+    monkeypatch.setattr(onednn, "addmm", addmm)
+    torch.manual_seed(0)
+    rnn = nn.GRU(I, H, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(B, T, I, requires_grad=True)
+    lengths = torch.tensor([T, T - 2, 1, T, 3])
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(row_buckets, "ENABLED", enabled)
+        rows_seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, h_n = fused_gru(rnn, x, lengths=lengths)
+            grads = torch.autograd.grad(out.float().square().sum(), [x, *rnn.parameters()])
+        input_rows = [r for r in rows_seen if r > B]  # the input projections, not the steps
+        results.append((out.float(), h_n.float(), grads, input_rows))
+    (out, h_n, grads, rows), (ref_out, ref_h, ref_grads, ref_rows) = results
+    assert rows and all(r % row_buckets.ROWS == 0 for r in rows)
+    assert ref_rows and all(r == sum(lengths.tolist()) for r in ref_rows)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(h_n, ref_h)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0.02, atol=1e-3)
+
+
+def test_row_buckets_pad_with_zero_rows():
+    from dialoglab.models.components import row_buckets
+
+    t = torch.randn(70, 3, 2)
+    p = row_buckets.padded(t)
+    assert p.shape == (128, 3, 2) and torch.equal(p[:70], t) and not p[70:].any()
+    assert row_buckets.padded(p) is p
+    assert not row_buckets.wanted(torch.randn(2, 2))  # fp32 without autocast
+    assert row_buckets.wanted(torch.randn(2, 2, dtype=torch.bfloat16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert row_buckets.wanted(torch.randn(2, 2))
+
+
 def test_dropout_between_layers_only_in_training():
     torch.manual_seed(0)
     rnn = nn.GRU(I, H, num_layers=2, batch_first=True, dropout=0.5)
@@ -181,7 +229,7 @@ def test_supports_only_plain_fp32_cpu_gru():
         assert supports_fused(nn.GRU(I, H, batch_first=True), x)
 
 
-def test_model_loss_and_gradients_equal_with_and_without_the_fused_path():
+def test_model_loss_and_gradients_equal_with_and_without_the_fused_path(monkeypatch):
     """The whole seq2seq (packed encoder, teacher-forced decoder, loss on real tokens only)."""
     torch.manual_seed(0)
     net = GRUAttnSeq2Seq(
@@ -215,6 +263,15 @@ def test_model_loss_and_gradients_equal_with_and_without_the_fused_path():
         logits.flatten(0, 1), target.flatten(), ignore_index=0, reduction="sum"
     )
     torch.testing.assert_close(loss_a, full.detach(), rtol=1e-5, atol=1e-5)
+    # bf16 autocast with the packed rows rounded up (row_buckets) gives the same loss
+    from dialoglab.models.components import row_buckets
+
+    losses = []
+    for enabled in (True, False):
+        monkeypatch.setattr(row_buckets, "ENABLED", enabled)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses.append(reply_nll(net, batch).detach())
+    torch.testing.assert_close(losses[0], losses[1])
 
 
 def test_compiled_loops_can_be_turned_off(monkeypatch, loops):

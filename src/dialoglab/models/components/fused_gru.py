@@ -51,7 +51,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dialoglab.models.components import onednn
+from dialoglab.models.components import onednn, row_buckets
 from dialoglab.models.components.dropout import dropout
 
 log = logging.getLogger(__name__)
@@ -245,8 +245,10 @@ class GRULayerFunction(torch.autograd.Function):
             w_ih_c, w_hh_c = w_ih.to(cd), w_hh.to(cd)  # cast once (kept for backward), or as is
             w_ih_t, w_hh_t = w_ih_c.t(), w_hh_c.t()  # (I, 3H), (H, 3H): transposed views
             x_p = pack_steps(x, active).to(cd)  # (N, I)
-            gi = onednn.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
-            N = gi.size(0)
+            N = x_p.size(0)
+            if row_buckets.wanted(x_p):  # a few row counts, not one per batch (bf16 kernels)
+                x_p = row_buckets.padded(x_p)  # (N', I), zero rows after the N real ones
+            gi = onednn.addmm(b_gi, x_p, w_ih_t)[:N]  # (N, 3H), all steps at once
             if compiled_loops():  # forward_steps below, in C++
                 gh, rz, n, hs = torch.ops.dialoglab_gru.forward_loop(
                     gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state,
@@ -270,6 +272,7 @@ class GRULayerFunction(torch.autograd.Function):
         B = hs.size(1)
         with torch.autocast("cpu", enabled=False):
             h_prev = pack_steps(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
+            N = h_prev.size(0)
             d_out = d_outputs.to(cd)
             if compiled_loops() and _fused_gates(cd):  # gate gradients inside the C++ loop
                 d_gh, d_gi, dh = torch.ops.dialoglab_gru.backward_loop_fused(
@@ -279,8 +282,11 @@ class GRULayerFunction(torch.autograd.Function):
             else:
                 d_gh, d_gi, dh = _backward_steps(ctx, d_out, d_h_n, h_prev, rz, n, gh, w_hh_c)
             dx = dw_ih = dw_hh = db_ih = db_hh = None
+            if x_p.size(0) > N:  # rows rounded up in forward: the products' operands alike
+                # (zero rows add nothing to any gradient)
+                d_gi, d_gh, h_prev = (row_buckets.padded(t) for t in (d_gi, d_gh, h_prev))
             if ctx.needs_input_grad[0]:
-                dx = _unpack(onednn.mm(d_gi, w_ih_c), active, B).to(ctx.x_dtype)
+                dx = _unpack(onednn.mm(d_gi, w_ih_c)[:N], active, B).to(ctx.x_dtype)
             H = hs.size(2)
             biases = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
             sum_gi = sum_gh = None  # column sums of d_gi, d_gh (the bias gradients' parts)

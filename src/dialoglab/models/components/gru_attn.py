@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dialoglab.errors import CheckpointError, ConfigError
+from dialoglab.models.components import row_buckets
 from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 from dialoglab.models.components.dropout import Dropout
 from dialoglab.models.components.fused_gru import fused_gru, supports_fused
@@ -304,8 +305,15 @@ class Decoder(nn.Module):
         combined = torch.cat([rnn_out, context], dim=-1)  # (B, T, 2H)
         if keep is not None:
             combined = combined[keep]  # (N, 2H)
-        concat = torch.tanh(linear(combined, self.W_c))  # (B, T, H) or (N, H)
-        logits = linear(concat, self.W_o)  # (B, T, V) or (N, V)
+        n = combined.size(0)
+        if keep is not None and row_buckets.wanted(
+            combined
+        ):  # bf16: a few shapes, not one per batch
+            combined = row_buckets.padded(combined)  # (N', 2H), the extra rows cut off below
+        concat = torch.tanh(linear(combined, self.W_c))  # (B, T, H) or (N', H)
+        logits = linear(concat, self.W_o)  # (B, T, V) or (N', V)
+        if keep is not None:
+            logits = logits[:n]  # (N, V)
         return logits, state, weights
 
 
