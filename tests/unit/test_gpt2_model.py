@@ -31,6 +31,16 @@ def tok() -> HFTokenizer:
     return HFTokenizer(vocab_size=300, min_frequency=1).fit_examples(EXAMPLES * 3)
 
 
+def train_losses(tok: HFTokenizer, *modules: CausalLMModule) -> list[torch.Tensor]:
+    """Each module's summed reply loss on the same three examples, after its backward."""
+    split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
+    batch = tok.collate(split, [0, 1, 2])
+    losses = [module.nll(batch) for module in modules]
+    for loss in losses:
+        loss.backward()
+    return [loss.detach() for loss in losses]
+
+
 def special_ids(tok: HFTokenizer) -> SpecialIds:
     return SpecialIds(len(tok), tok.bos_id, tok.eos_id, tok.pad_id)
 
@@ -184,12 +194,8 @@ def test_fused_activation_trains_like_gelu_new(tok: HFTokenizer) -> None:
     assert reference.net.config.activation_function == "gelu_new"
     assert type(fused.net.transformer.h[0].mlp.act).__name__ == "GELUTanh"
     reference.load_state_dict(fused.state_dict())
-    split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
-    batch = tok.collate(split, [0, 1, 2])
-    losses = [module.nll(batch) for module in (fused, reference)]
+    losses = train_losses(tok, fused, reference)
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
-    for loss in losses:
-        loss.backward()
     for a, b in zip(fused.net.parameters(), reference.net.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
     rebuilt = gpt2_from_config(fused.net.config.to_dict(), special_ids(tok))
@@ -268,12 +274,8 @@ def test_compiled_network_trains_to_the_same_numbers(tok: HFTokenizer) -> None:
     eager, compiled = make_module(tok).train(), make_module(tok, compile=True).train()
     compiled.on_fit_start()
     assert compiled.net.transformer._compiled_call_impl is not None  # compiled in place
-    split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
-    batch = tok.collate(split, [0, 1, 2])
-    losses = [module.nll(batch) for module in (eager, compiled)]
+    losses = train_losses(tok, eager, compiled)
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-4)
-    for loss in losses:
-        loss.backward()
     grads = [m.net.transformer.wte.weight.grad for m in (eager, compiled)]
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
     # parameter names (and so checkpoints) are unchanged by compiling in place
