@@ -30,6 +30,7 @@ from dialoglab.bench.lightning_overhead import (
     scratch_size,
     train_step,
 )
+from dialoglab.data.hf_tokenization import IGNORE_INDEX
 
 UNDONE = {
     "gelu_new": ("activation gelu_new", "fused GELU (gelu_pytorch_tanh)"),
@@ -47,7 +48,7 @@ def full_logits_nll(module: Any, batch: dict, label_smoothing: float = 0.0) -> t
     return F.cross_entropy(
         logits.flatten(0, 1).float(),
         batch["labels"][:, 1:].flatten(),
-        ignore_index=-100,
+        ignore_index=IGNORE_INDEX,
         reduction="sum",
         label_smoothing=label_smoothing,
     )

@@ -48,8 +48,8 @@ class CausalLMModule(DialogueModule):
     ACT2FN name; null keeps a pretrained model's own): `gelu_pytorch_tanh`, the default, is
     GPT-2's `gelu_new` formula as one fused op (faster training). `fast_dropout` draws dropout
     masks the cheaper way gru_attn does, attention weights included
-    (`models/components/gpt2_dropout.py`; the same rate and expectation). `gpt2_config` is set when a checkpoint is
-    restored: the recorded architecture is built and the checkpoint's weights loaded into it, so
+    (`models/components/gpt2_dropout.py`; the same rate and expectation). `gpt2_config` is set
+    when a checkpoint is restored: the recorded architecture is built and the checkpoint's weights loaded into it, so
     neither the hub nor the pretrained directory is needed again.
 
     `search` picks what decodes replies: `dialoglab` (default) steps the network with a KV cache

@@ -306,14 +306,11 @@ class Decoder(nn.Module):
         if keep is not None:
             combined = combined[keep]  # (N, 2H)
         n = combined.size(0)
-        if keep is not None and row_buckets.wanted(
-            combined
-        ):  # bf16: a few shapes, not one per batch
-            combined = row_buckets.padded(combined)  # (N', 2H), the extra rows cut off below
+        # bf16: a few row counts, not one per batch (row_buckets); the extra rows cut off below
+        if keep is not None and row_buckets.wanted(combined):
+            combined = row_buckets.padded(combined)  # (N', 2H)
         concat = torch.tanh(linear(combined, self.W_c))  # (B, T, H) or (N', H)
-        logits = linear(concat, self.W_o)  # (B, T, V) or (N', V)
-        if keep is not None:
-            logits = logits[:n]  # (N, V)
+        logits = linear(concat, self.W_o)[:n]  # (B, T, V) or (N, V)
         return logits, state, weights
 
 

@@ -5,8 +5,8 @@ torch already uses for bf16) runs the gru_attn step's shapes faster on AMD EPYC 
 slower than MKL on Intel Xeon cores (AVX-512): `python -m dialoglab.bench --only utilisation`
 times both (rows "fp32 matmul peak, torch.mm" and "..., oneDNN", and the step through the
 library not chosen). So oneDNN is on by default on AMD CPUs only (`ENABLED`);
-`DIALOGLAB_ONEDNN=1` turns it on anywhere the build has it (`AVAILABLE`), `=0` off. torch reaches oneDNN's fp32 matmul through
-`torch.ops.mkldnn._linear_pointwise` (x @ w^T + b, no autograd of its own), so it is called only
+`DIALOGLAB_ONEDNN=1` turns it on anywhere the build has it (`AVAILABLE`), `=0` off. torch
+reaches oneDNN's fp32 matmul through `torch.ops.mkldnn._linear_pointwise` (x @ w^T + b, no autograd of its own), so it is called only
 inside autograd Functions: `GRULayerFunction` and `linear` below, each with its own backward.
 
 oneDNN is used when the left operand is row-major. Weight gradients dY^T X (a transposed left
@@ -70,17 +70,25 @@ def _usable(a: torch.Tensor, w_t: torch.Tensor) -> bool:
     )
 
 
+def onednn_linear(
+    a: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """a @ w_t^T (+ bias) through oneDNN's fp32 matmul, whatever `ENABLED` says (the build must
+    have it: `AVAILABLE`)."""
+    return torch.ops.mkldnn._linear_pointwise(a, w_t, bias, "none", [], "")
+
+
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b for (M, K) a and (K, N) b."""
     if _usable(a, b.t()):
-        return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+        return onednn_linear(a, b.t())
     return torch.mm(a, b)
 
 
 def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b + bias for (M, K) a, (K, N) b and an (N,) bias."""
     if bias.dim() == 1 and bias.dtype == a.dtype and _usable(a, b.t()):
-        return torch.ops.mkldnn._linear_pointwise(a, b.t(), bias, "none", [], "")
+        return onednn_linear(a, b.t(), bias)
     return torch.addmm(bias, a, b)
 
 

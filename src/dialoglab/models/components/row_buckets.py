@@ -5,8 +5,8 @@ gru_attn packs its training tokens (no padding), so the products over all of a b
 batch to batch. In bf16 on the CPU those products go to oneDNN, which builds a kernel for every
 new shape (on CPUs with AMX it generates one): in a one-off timing a step over shapes not seen
 before took several times as long as over seen ones, and an epoch of the Cornell slice ran
-slower in bf16 than in fp32 (`--only memory`). With the rows rounded up (the extra rows zeros, their outputs cut
-off) each product has a few shapes, and their kernels are built once. fp32 products (MKL, or
+slower in bf16 than in fp32 (`--only memory`). With the rows rounded up (the extra rows zeros,
+their outputs cut off) each product has a few shapes, and their kernels are built once. fp32 products (MKL, or
 oneDNN where it is chosen) stay as they are. `DIALOGLAB_ROW_BUCKETS=0` or `ENABLED = False`
 turns it off.
 """
