@@ -329,9 +329,9 @@ def test_parallel_rows_switch_reports_the_previous_setting(loops):
 def test_weight_gradients_match_through_either_library(
     use_onednn, onednn_weight_grads, monkeypatch
 ):
-    """With oneDNN on (whatever this CPU's default), layer 0 (input no wider than the state)
-    and the recurrent weights take oneDNN's weight gradient, the wider upper-layer inputs MKL's;
-    with its weight gradients off, all take MKL's; with oneDNN off, every product is MKL's."""
+    """With oneDNN on (whatever this CPU's default), every weight gradient is oneDNN's (the
+    upper layer's 2H-wide input included); with its weight gradients off, all take MKL's; with
+    oneDNN off, every product is MKL's."""
     from dialoglab.models.components import onednn
 
     if use_onednn and not onednn.AVAILABLE:

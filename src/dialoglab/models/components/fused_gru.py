@@ -10,7 +10,7 @@ replays them one by one in backward. Here one autograd node covers a whole layer
   backward  per step only what depends on the next step's gradient (six elementwise ops and
             one (B, 3H) x (3H, H) matmul); the weight gradients and the input gradient are one
             big matmul each over all steps (the weight gradients on oneDNN's inner-product
-            backward where the input is no wider than H, `onednn.weight_grad`).
+            backward, `onednn.weight_grad`).
 
 Padding is handled the way a packed sequence is: with lengths, `fused_gru` sorts the rows
 longest first (and restores their order after), so at each step the rows still running are a
@@ -291,10 +291,7 @@ class GRULayerFunction(torch.autograd.Function):
             biases = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
             sum_gi = sum_gh = None  # column sums of d_gi, d_gh (the bias gradients' parts)
             if ctx.needs_input_grad[2]:
-                # oneDNN's weight gradient where the input is no wider than the state (layer 0,
-                # the decoder); for wider inputs MKL's transposed product is faster here
-                # (paired step timings; `--only utilisation` times the switch).
-                dw_ih, sum_gi = onednn.weight_grad(d_gi, x_p, wd, biases, x_p.size(1) <= H)
+                dw_ih, sum_gi = onednn.weight_grad(d_gi, x_p, wd, biases)
             if ctx.needs_input_grad[3]:
                 dw_hh, sum_gh = onednn.weight_grad(d_gh, h_prev, wd, biases)
             if biases:
