@@ -161,10 +161,18 @@ def test_bf16_autocast_runs_in_bf16_and_stays_close_to_fp32():
         assert (p.grad - ref).norm() <= 0.05 * ref.norm()
 
 
-def test_bf16_row_buckets_leave_results_unchanged(monkeypatch):
-    """bf16 products over the packed tokens run on rows rounded up to a multiple of
-    row_buckets.ROWS (zeros): the same outputs and gradients as with the switch off."""
+@pytest.mark.parametrize("precision", ["bf16", "fp32-onednn"])
+def test_row_buckets_leave_results_unchanged(precision, monkeypatch):
+    """bf16 products over the packed tokens (and fp32 ones where oneDNN runs them) run on rows
+    rounded up to a multiple of row_buckets.ROWS (zeros): the same outputs and gradients as with
+    the switch off."""
     from dialoglab.models.components import onednn, row_buckets
+
+    bf16 = precision == "bf16"
+    if not bf16:
+        if not onednn.AVAILABLE:
+            pytest.skip("this torch build has no oneDNN fp32 linear")
+        monkeypatch.setattr(onednn, "ENABLED", True)
 
     rows_seen = []
     real_addmm = onednn.addmm
@@ -182,7 +190,7 @@ def test_bf16_row_buckets_leave_results_unchanged(monkeypatch):
     for enabled in (True, False):
         monkeypatch.setattr(row_buckets, "ENABLED", enabled)
         rows_seen.clear()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out, h_n = fused_gru(rnn, x, lengths=lengths)
             grads = torch.autograd.grad(out.float().square().sum(), [x, *rnn.parameters()])
         input_rows = [r for r in rows_seen if r > B]  # the input projections, not the steps
@@ -192,8 +200,9 @@ def test_bf16_row_buckets_leave_results_unchanged(monkeypatch):
     assert ref_rows and all(r == sum(lengths.tolist()) for r in ref_rows)
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(h_n, ref_h)
+    tolerance = (0.02, 1e-3) if bf16 else (1e-5, 1e-5)
     for got, want in zip(grads, ref_grads, strict=True):
-        torch.testing.assert_close(got, want, rtol=0.02, atol=1e-3)
+        torch.testing.assert_close(got, want, rtol=tolerance[0], atol=tolerance[1])
 
 
 def test_row_buckets_pad_with_zero_rows():
@@ -203,10 +212,22 @@ def test_row_buckets_pad_with_zero_rows():
     p = row_buckets.padded(t)
     assert p.shape == (128, 3, 2) and torch.equal(p[:70], t) and not p[70:].any()
     assert row_buckets.padded(p) is p
-    assert not row_buckets.wanted(torch.randn(2, 2))  # fp32 without autocast
     assert row_buckets.wanted(torch.randn(2, 2, dtype=torch.bfloat16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert row_buckets.wanted(torch.randn(2, 2))
+
+
+@pytest.mark.parametrize("onednn_fp32", [True, False], ids=["onednn", "mkl"])
+def test_fp32_rows_rounded_where_onednn_runs_them(onednn_fp32, monkeypatch):
+    """fp32 products get rounded rows only where they go to oneDNN (a kernel per shape), not on
+    MKL; float64 never."""
+    from dialoglab.models.components import onednn, row_buckets
+
+    monkeypatch.setattr(onednn, "ENABLED", onednn_fp32)
+    assert row_buckets.wanted(torch.randn(2, 2)) is onednn_fp32
+    assert not row_buckets.wanted(torch.randn(2, 2, dtype=torch.float64))
+    monkeypatch.setattr(row_buckets, "ENABLED", False)
+    assert not row_buckets.wanted(torch.randn(2, 2))
 
 
 def test_dropout_between_layers_only_in_training():
