@@ -364,3 +364,41 @@ def test_weight_gradients_match_through_either_library(
     x = torch.randn(B, T, I, requires_grad=True)
     lengths = torch.tensor(LENGTHS["unsorted"])
     _assert_matches_nn_gru(rnn, x, None, lengths, (1e-5, 1e-5), (1e-4, 1e-5))
+
+
+@pytest.mark.parametrize("packed", LENGTHS)
+def test_packed_recurrent_weights_give_the_same_results(packed, monkeypatch, loops):
+    """With oneDNN on, the forward loop packs W_hh once per layer call (`PACKED_WEIGHTS`): the
+    results and every gradient equal those of the plain weight, and still nn.GRU's."""
+    from dialoglab.models.components import onednn
+
+    if not onednn.AVAILABLE:
+        pytest.skip("this torch build has no oneDNN fp32 linear")
+    monkeypatch.setattr(onednn, "ENABLED", True)
+    torch.manual_seed(0)
+    rnn = nn.GRU(I, H, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(B, T, I, requires_grad=True)
+    h0 = torch.randn(4, B, H, requires_grad=True)
+    lengths = LENGTHS[packed] and torch.tensor(LENGTHS[packed])
+    results = {}
+    for pack in (False, True):
+        monkeypatch.setattr(fused_gru_module, "PACKED_WEIGHTS", pack)
+        out, h_n = fused_gru(rnn, x, h0, lengths)
+        grads = _grads(out, h_n, out.detach().cos(), h_n.detach().sin(), [x, h0, *rnn.parameters()])
+        results[pack] = (out, h_n, *grads)
+    for a, b in zip(results[False], results[True], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    _assert_matches_nn_gru(rnn, x, h0, lengths, (1e-5, 1e-5), (1e-4, 1e-5))
+
+
+def test_packed_weight_is_read_only_by_onednn_linear():
+    from dialoglab.models.components import onednn
+
+    if not onednn.AVAILABLE:
+        pytest.skip("this torch build has no oneDNN fp32 linear")
+    torch.manual_seed(0)
+    w, b = torch.randn(3 * H, H), torch.randn(3 * H)
+    packed = onednn.packed_weight(w, 64)
+    for rows in (64, 5, 1):
+        h = torch.randn(rows, H)
+        torch.testing.assert_close(onednn.onednn_linear(h, packed, b), torch.addmm(b, h, w.t()))
