@@ -45,6 +45,7 @@ from dialoglab.bench.workloads import (
 )
 from dialoglab.models.components import fused_gru, onednn
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per_step
+from dialoglab.models.components.linear_cross_entropy import summed_nll
 
 
 def matmul_gflops(
@@ -124,22 +125,29 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     nets["fp32_nn_gru"].fused_rnn = nets["bf16_nn_gru"].fused_rnn = False
     for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
         nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
-    nets["fp32_aten_gates"] = copy.deepcopy(net)
+    for name in ("fp32_aten_gates", "fp32_unfused_loss", "bf16_unfused_loss"):
+        nets[name] = copy.deepcopy(net)
     if onednn.AVAILABLE:
         nets["fp32_other_library"] = copy.deepcopy(net)
+    if onednn.ENABLED:
+        nets["fp32_plain_w_hh"] = copy.deepcopy(net)
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
     library = onednn.ENABLED  # this CPU's default (or DIALOGLAB_ONEDNN)
+    packing = fused_gru.PACKED_WEIGHTS  # (DIALOGLAB_PACKED_WEIGHTS)
 
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
         onednn.ENABLED = library != (name == "fp32_other_library")
+        fused_gru.PACKED_WEIGHTS = packing and name != "fp32_plain_w_hh"
+        forward = unfused_nll if name.endswith("_unfused_loss") else None
         try:
-            return our_step(nets[name], optimizers[name], batch, "bf16" in name)
+            return our_step(nets[name], optimizers[name], batch, "bf16" in name, forward=forward)
         finally:
             fused_gru.FUSED_GATES = setting
             onednn.ENABLED = library
+            fused_gru.PACKED_WEIGHTS = packing
 
     times = time_interleaved(
         {**{name: (lambda name=name: step(name)) for name in nets}, "fp32_matmuls": matmuls},
@@ -148,6 +156,14 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
         settle=0 if quick else 1,  # a step after a step of the same network, as in training
     )
     return times, matmuls
+
+
+def unfused_nll(net: GRUAttnSeq2Seq, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The step's loss as it was before `linear_cross_entropy`: W_o's logits, then
+    F.cross_entropy of them (`summed_nll`)."""
+    keep = batch["target"] != net.config.pad_id
+    logits = net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)  # (N, V)
+    return summed_nll(logits, batch["target"][keep])
 
 
 def encoder_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
@@ -312,6 +328,38 @@ def _library_rows(times: dict[str, float], all_times: dict[str, list[float]]) ->
     )
 
 
+def _packed_w_hh_rows(times: dict[str, float], all_times: dict[str, list[float]]) -> list[Figure]:
+    """The fp32 step with oneDNN repacking W_hh in every recurrent product, and what packing it
+    once per layer call saves (only where oneDNN runs the fp32 products)."""
+    if "fp32_plain_w_hh" not in times:
+        return []
+    return _saving_rows(
+        times,
+        all_times,
+        "fp32",
+        "fp32_plain_w_hh",
+        "fp32 with W_hh repacked in every step",
+        "W_hh packed once per layer call: time saved",
+        "fused_gru.PACKED_WEIGHTS off (DIALOGLAB_PACKED_WEIGHTS=0)",
+    )
+
+
+def _fused_loss_rows(
+    times: dict[str, float], all_times: dict[str, list[float]], key: str, label: str
+) -> list[Figure]:
+    """The step with W_o's logits and F.cross_entropy apart, and what fusing them saves."""
+    return _saving_rows(
+        times,
+        all_times,
+        key,
+        f"{key}_unfused_loss",
+        f"{label} with W_o and the loss apart",
+        "fused output layer + loss: time saved",
+        "W_o's logits, then F.cross_entropy (utilisation.unfused_nll) instead of "
+        "models/components/linear_cross_entropy.py",
+    )
+
+
 def _matmuls_alone_rows(
     all_times: dict[str, list[float]], matmuls: Replay, counted: int, peak: float, quick: bool
 ) -> list[Figure]:
@@ -459,10 +507,13 @@ def run(quick: bool = False) -> list[Figure]:
             "fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
         ),
         *_library_rows(times, all_times),
+        *_packed_w_hh_rows(times, all_times),
+        *_fused_loss_rows(times, all_times, "fp32", "fp32"),
         *_encoder_rows(encoder, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
         *_w_o_layout_rows(times, all_times, "bf16", "bf16-autocast"),
+        *_fused_loss_rows(times, all_times, "bf16", "bf16-autocast"),
         Figure(
             "dropout fwd+bwd, F.dropout",
             round(drop["F.dropout"] * 1e3, 2),

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.generation import DecodingConfig, generate
 from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
+from dialoglab.models.components.linear_cross_entropy import summed_nll
 from dialoglab.models.dialogue_module import DialogueModule, eval_mode
 
 
@@ -79,8 +79,10 @@ class Seq2SeqModule(DialogueModule):
         return self.net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)
 
     def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
-        keep = batch["target"] != self.config.pad_id  # (B, T): no output layers on padding
-        return summed_nll(self(batch, keep), batch["target"][keep], label_smoothing)
+        if self.training and self.teacher_forcing_ratio < 1.0:
+            keep = batch["target"] != self.config.pad_id  # (B, T): no output layers on padding
+            return summed_nll(self(batch, keep), batch["target"][keep], label_smoothing)
+        return reply_nll(self.net, batch, label_smoothing)
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return (batch["target"] != self.config.pad_id).sum()
@@ -187,15 +189,6 @@ def reply_nll(
 ) -> torch.Tensor:
     """Seq2SeqModule.nll for a plain network: teacher-forced, output layers and loss on the real
     reply tokens only, none on padding."""
-    keep = batch["target"] != net.config.pad_id  # (B, T)
-    logits = net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)  # (N, V)
-    return summed_nll(logits, batch["target"][keep], label_smoothing)
-
-
-def summed_nll(
-    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """Summed cross-entropy of (N, V) logits (upcast to fp32) against (N,) targets."""
-    return F.cross_entropy(
-        logits.float(), targets, reduction="sum", label_smoothing=label_smoothing
+    return net.nll(
+        batch["src"], batch["src_lengths"], batch["decoder_input"], batch["target"], label_smoothing
     )

@@ -33,6 +33,7 @@ from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 from dialoglab.models.components.dropout import Dropout
 from dialoglab.models.components.fused_gru import fused_gru, supports_fused
 from dialoglab.models.components.int8_gru import Int8GRU
+from dialoglab.models.components.linear_cross_entropy import linear_cross_entropy
 from dialoglab.models.components.onednn import linear
 
 # A GRU state is h (L, B, H); an LSTM state is the pair (h, c), both (L, B, H).
@@ -293,6 +294,24 @@ class Decoder(nn.Module):
         one_token = tokens.size(1) == 1 and keep is None and embedded is None
         if self.step_kernel is not None and one_token and not self.training:
             return self.step_kernel(tokens, state, encoder_outputs, src_mask)  # int8, in C++
+        concat, n, state, weights = self.features(
+            tokens, state, encoder_outputs, src_mask, keep, embedded
+        )
+        logits = linear(concat, self.W_o)[:n]  # (B, T, V) or (N, V)
+        return logits, state, weights
+
+    def features(
+        self,
+        tokens: torch.Tensor,
+        state: State,
+        encoder_outputs: torch.Tensor,
+        src_mask: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        embedded: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, int, State, torch.Tensor]:
+        """`forward` up to W_o's input: tanh(W_c [rnn_out; context]) (B, T, H), or (N', H) with
+        `keep` (the N kept positions first, then bucket padding rows), and N, the new state and
+        the attention weights (B, T, S)."""
         x = self.dropout(self.embedding(tokens)) if embedded is None else embedded  # (B, T, H)
         if self.fused and tokens.size(1) > 1 and supports_fused(self.rnn, x):
             # Kept positions that are a prefix of each row (a reply before its padding) are the
@@ -306,12 +325,19 @@ class Decoder(nn.Module):
         if keep is not None:
             combined = combined[keep]  # (N, 2H)
         n = combined.size(0)
-        # bf16: a few row counts, not one per batch (row_buckets); the extra rows cut off below
+        # bf16: a few row counts, not one per batch (row_buckets); the extra rows cut off later
         if keep is not None and row_buckets.wanted(combined):
             combined = row_buckets.padded(combined)  # (N', 2H)
         concat = torch.tanh(linear(combined, self.W_c))  # (B, T, H) or (N', H)
-        logits = linear(concat, self.W_o)[:n]  # (B, T, V) or (N, V)
-        return logits, state, weights
+        return concat, n, state, weights
+
+    def nll(
+        self, concat: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        """Summed cross-entropy of W_o's logits on `features`' (N', H) rows against the (N,)
+        targets, W_o and the loss as one autograd node (models/components/
+        linear_cross_entropy.py)."""
+        return linear_cross_entropy(concat, self.W_o, targets, label_smoothing)
 
 
 # -----------------------------------------------------------------------------
@@ -352,15 +378,41 @@ class GRUAttnSeq2Seq(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced logits (B, T, V) for decoder_input (B, T) = [sos, y_1, ..., y_{T-1}];
         (N, V) for the positions where `keep` (B, T) is True when it is given."""
+        concat, n = self._teacher_forced_features(src, src_lengths, decoder_input, keep)
+        return linear(concat, self.decoder.W_o)[:n]
+
+    def nll(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        decoder_input: torch.Tensor,
+        target: torch.Tensor,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        """Summed teacher-forced cross-entropy of the (B, T) target's non-pad tokens (the output
+        layer and the loss only there): `summed_nll(forward(..., keep)[...], target[keep])` with
+        fewer passes over the logits."""
+        keep = target != self.config.pad_id  # (B, T)
+        concat, _ = self._teacher_forced_features(src, src_lengths, decoder_input, keep)
+        return self.decoder.nll(concat, target[keep], label_smoothing)
+
+    def _teacher_forced_features(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        decoder_input: torch.Tensor,
+        keep: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, int]:
+        """W_o's input for the whole target (`Decoder.features`) and its count of real rows."""
         # One lookup (and dropout mask) for source and target: the shared table then gets one
         # dense gradient per step instead of two summed.
         S = src.size(1)
         embedded = self.encoder.dropout(self.embedding(torch.cat([src, decoder_input], dim=1)))
         encoder_outputs, state, src_mask = self.encode(src, src_lengths, embedded[:, :S])
-        logits, _, _ = self.decoder(
+        concat, n, _, _ = self.decoder.features(
             decoder_input, state, encoder_outputs, src_mask, keep, embedded[:, S:]
         )
-        return logits
+        return concat, n
 
     @property
     def fused_rnn(self) -> bool:

@@ -1,0 +1,134 @@
+"""The output layer and its summed cross-entropy as one autograd node.
+
+`F.cross_entropy(x @ W^T + b, targets)` over a vocabulary costs, besides its products, five
+passes over the (N, V) logits: log_softmax, its backward, the zero-filled gradient that
+nll_loss's backward scatters into, and the zero-filled full-size gradient of the row slice that
+cuts bucket padding off (`row_buckets`). At gru_attn's training sizes (640 x 8,000) those passes
+took ~20-25 ms of a ~170 ms fp32 step on 2 CPU cores (`python -m dialoglab.bench --only
+utilisation`, row "fused output layer + loss: time saved").
+
+Here forward computes the logits, log_softmax once (the loss reads it at the targets), and
+writes the logits' gradient, softmax - target distribution, over the logits themselves (they
+are not needed again). Backward is then the layer's three products on that buffer, with the
+incoming scalar gradient applied to the small operands (x and the bias sums) instead of a
+fifth pass over (N, V). Loss and gradients equal `F.cross_entropy(..., reduction="sum")` on
+fp32 logits to float rounding, label smoothing included (tests/unit/test_linear_cross_entropy.py).
+
+Under CPU autocast (bf16-mixed) the products run in bf16 as the layer's would; the loss is
+computed from the bf16 logits in fp32 (as `summed_nll`'s upcast does) and the gradient is
+rounded to bf16 once.
+Shapes: M rows (N real ones first, then zero padding rows), I input size, V vocabulary size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dialoglab.models.components import onednn
+from dialoglab.models.components.column_major_linear import ColumnMajorLinear
+
+
+def summed_nll(
+    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Summed cross-entropy of (N, V) logits (upcast to fp32) against (N,) targets."""
+    return F.cross_entropy(
+        logits.float(), targets, reduction="sum", label_smoothing=label_smoothing
+    )
+
+
+def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The products' dtype: autocast's lower precision where it is on, else the weight's."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return weight.dtype
+
+
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    """Summed cross-entropy of x @ W_t + b against targets; rows of x past len(targets) are
+    padding (no loss, no gradient)."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        x: torch.Tensor,  # (M, I), M >= N
+        weight_t: torch.Tensor,  # (I, V), either layout
+        bias: torch.Tensor | None,  # (V,)
+        targets: torch.Tensor,  # (N,) class ids
+        label_smoothing: float,
+    ) -> torch.Tensor:
+        N, V = targets.numel(), weight_t.size(1)
+        cd = _compute_dtype(x, weight_t)
+        with torch.autocast(x.device.type, enabled=False):
+            x_c, w_c = x.to(cd).contiguous(), weight_t.to(cd)
+            b_c = None if bias is None else bias.to(cd)
+            logits = onednn.mm(x_c, w_c) if b_c is None else onednn.addmm(b_c, x_c, w_c)  # (M, V)
+            loss_dtype = torch.promote_types(cd, torch.float32)  # bf16 logits: fp32 maths
+            log_probs = torch.log_softmax(logits[:N], dim=1, dtype=loss_dtype)  # (N, V)
+            picked = log_probs.gather(1, targets.view(N, 1)).sum()
+            eps = float(label_smoothing)
+            loss = -(1.0 - eps) * picked
+            if eps:  # the uniform part: the mean of every class's -log p
+                loss = loss - eps / V * log_probs.sum()
+            if not any(ctx.needs_input_grad[:3]):
+                return loss
+            # dL/dlogits = softmax - ((1 - eps) one-hot + eps / V), written over the logits
+            grad = logits
+            torch.exp(log_probs, out=grad[:N])
+            del log_probs
+            grad[N:].zero_()  # padding rows
+            hit = grad.new_full((N, 1), -(1.0 - eps))
+            grad[:N].scatter_add_(1, targets.view(N, 1), hit)
+            if eps:
+                grad[:N].sub_(eps / V)
+        ctx.save_for_backward(x_c, w_c, grad)
+        ctx.has_bias = bias is not None
+        ctx.dtypes = (x.dtype, weight_t.dtype, None if bias is None else bias.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, d_loss: torch.Tensor):
+        x_c, w_c, grad = ctx.saved_tensors  # (M, I), (I, V), (M, V): dL/dlogits at d_loss = 1
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        scale = d_loss.to(x_c.dtype)  # 0-dim: applied to the small operands only
+        dx = dw_t = db = None
+        with torch.autocast(x_c.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                dx = onednn.mm(grad, w_c.t()).mul_(scale).to(x_dtype)  # (M, I)
+            if ctx.needs_input_grad[1]:
+                x_scaled_t = (x_c * scale).t().contiguous()  # (I, M), row-major for oneDNN
+                dw_t = onednn.mm(x_scaled_t, grad).to(w_dtype)  # (I, V)
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                sums = grad.sum(0, dtype=torch.promote_types(grad.dtype, torch.float32))
+                db = (sums * d_loss).to(b_dtype)  # (V,)
+        return dx, dw_t, db, None, None
+
+
+def fused_applies(layer: nn.Module) -> bool:
+    """Whether `linear_cross_entropy` fuses `layer`: a float nn.Linear or ColumnMajorLinear (a
+    quantized copy, say, goes through its own forward and `summed_nll`)."""
+    if type(layer) is ColumnMajorLinear:
+        return layer.weight_t.is_floating_point()
+    return type(layer) is nn.Linear and layer.weight.is_floating_point()
+
+
+def linear_cross_entropy(
+    x: torch.Tensor,
+    layer: nn.Module,
+    targets: torch.Tensor,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """`summed_nll(layer(x)[:N], targets, label_smoothing)` for (M, I) x and (N,) targets,
+    N <= M (the rows past N are padding, e.g. `row_buckets`' zero rows), in one autograd node
+    where `fused_applies(layer)`."""
+    if targets.dim() != 1 or targets.numel() > x.size(0):
+        raise ValueError(
+            f"linear_cross_entropy: targets must be (N,) with N <= x's {x.size(0)} rows, got "
+            f"shape {tuple(targets.shape)}"
+        )
+    if not fused_applies(layer):
+        return summed_nll(layer(x)[: targets.numel()], targets, label_smoothing)
+    weight_t = layer.weight_t if type(layer) is ColumnMajorLinear else layer.weight.t()
+    return LinearCrossEntropyFunction.apply(x, weight_t, layer.bias, targets, label_smoothing)

@@ -1,0 +1,121 @@
+"""linear_cross_entropy: W_o and the summed cross-entropy as one autograd node, equal to
+F.cross_entropy of the layer's fp32 logits (values and every gradient)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dialoglab.models.components import onednn
+from dialoglab.models.components.column_major_linear import ColumnMajorLinear
+from dialoglab.models.components.linear_cross_entropy import (
+    LinearCrossEntropyFunction,
+    fused_applies,
+    linear_cross_entropy,
+    summed_nll,
+)
+
+M, I, V = 12, 7, 33  # noqa: E741 (rows, input size, vocabulary)
+
+
+@pytest.fixture(params=[True, False], ids=["onednn", "torch"])
+def enabled(request, monkeypatch):
+    """oneDNN products (where the build has them) and torch's own."""
+    if request.param and not onednn.AVAILABLE:
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setattr(onednn, "ENABLED", request.param)
+
+
+def _reference(x, layer, targets, label_smoothing=0.0, scale=0.37):
+    """Loss and gradients (x, every parameter) of F.cross_entropy over layer(x)'s real rows."""
+    logits = layer(x)[: targets.numel()]
+    loss = F.cross_entropy(
+        logits.float(), targets, reduction="sum", label_smoothing=label_smoothing
+    )
+    grads = torch.autograd.grad(loss * scale, [x, *layer.parameters()])
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("layer_type", [ColumnMajorLinear, nn.Linear])
+@pytest.mark.parametrize("n", [M, 5], ids=["no-padding", "padding-rows"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_equals_cross_entropy_of_the_layers_logits(enabled, layer_type, n, label_smoothing):
+    torch.manual_seed(0)
+    layer = layer_type(I, V)
+    x = torch.randn(M, I, requires_grad=True)
+    if n < M:
+        with torch.no_grad():
+            x[n:] = 0  # row_buckets' padding rows: zeros
+    targets = torch.randint(0, V, (n,))
+    want_loss, want_grads = _reference(x, layer, targets, label_smoothing)
+    loss = linear_cross_entropy(x, layer, targets, label_smoothing)
+    assert loss.dtype == torch.float32 and loss.dim() == 0
+    grads = torch.autograd.grad(loss * 0.37, [x, *layer.parameters()])
+    torch.testing.assert_close(loss.detach(), want_loss, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    if n < M:
+        assert not grads[0][n:].any()  # padding rows get no gradient
+
+
+def test_gradcheck_in_double_precision():
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(9, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([1, 8, 0, 3])  # rows 4 and 5: padding
+    for eps in (0.0, 0.2):
+
+        def f(x, w, b, eps=eps):
+            return LinearCrossEntropyFunction.apply(x, w, b, targets, eps)
+
+        assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+def test_bf16_autocast_products_in_bf16_loss_close_to_fp32():
+    torch.manual_seed(0)
+    layer = ColumnMajorLinear(I, V)
+    x = torch.randn(M, I, requires_grad=True)
+    targets = torch.randint(0, V, (M,))
+    want_loss, want_grads = _reference(x, layer, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(x, layer, targets)
+        reference_bf16 = summed_nll(layer(x), targets)  # what the unfused path computes
+    assert loss.dtype == torch.float32
+    grads = torch.autograd.grad(loss * 0.37, [x, *layer.parameters()])
+    assert [g.dtype for g in grads] == [torch.float32] * 3  # back in the leaves' dtype
+    torch.testing.assert_close(loss.detach(), reference_bf16.detach(), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(loss.detach(), want_loss, rtol=0.02, atol=0.05)
+    for got, want in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.02)
+
+
+def test_without_grad_only_the_loss():
+    torch.manual_seed(0)
+    layer = ColumnMajorLinear(I, V)
+    x = torch.randn(M, I)
+    targets = torch.randint(0, V, (M,))
+    with torch.no_grad():
+        loss = linear_cross_entropy(x, layer, targets)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, summed_nll(layer(x), targets).detach())
+
+
+def test_other_layers_go_through_their_own_forward():
+    """A quantized copy (or any other module) is called as it is, then `summed_nll`."""
+    torch.manual_seed(0)
+    linear = nn.Linear(I, V)
+    quantized = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear})[0]
+    assert fused_applies(linear) and fused_applies(ColumnMajorLinear(I, V))
+    assert not fused_applies(quantized)
+    x = torch.randn(M, I)
+    targets = torch.randint(0, V, (M - 2,))
+    loss = linear_cross_entropy(x, quantized, targets)
+    torch.testing.assert_close(loss, summed_nll(quantized(x)[: M - 2], targets))
+
+
+def test_more_targets_than_rows_is_an_error():
+    with pytest.raises(ValueError, match="N <= x's 3 rows"):
+        linear_cross_entropy(torch.randn(3, I), nn.Linear(I, V), torch.zeros(4, dtype=torch.long))
