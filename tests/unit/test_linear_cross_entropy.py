@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dialoglab.models.components import onednn
+from dialoglab.models.components import fused_gru, onednn
+from dialoglab.models.components import linear_cross_entropy as module
 from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 from dialoglab.models.components.linear_cross_entropy import (
     LinearCrossEntropyFunction,
@@ -18,6 +19,16 @@ from dialoglab.models.components.linear_cross_entropy import (
 )
 
 M, I, V = 12, 7, 33  # noqa: E741 (rows, input size, vocabulary)
+
+
+@pytest.fixture(autouse=True, params=["cpp", "aten"], ids=["cpp-pass", "aten-pass"])
+def loss_pass(request, monkeypatch):
+    """Every test with the C++ loss pass (softmax_xent.cpp; skipped only where the extension
+    cannot be built) and with the ATen ops that stand in for it."""
+    if request.param == "cpp" and not fused_gru.compiled_loops():
+        pytest.skip("the C++ extension cannot be built here (no compiler)")
+    monkeypatch.setattr(module, "COMPILED_PASS", request.param == "cpp")
+    return request.param
 
 
 @pytest.fixture(params=[True, False], ids=["onednn", "torch"])
@@ -119,3 +130,31 @@ def test_other_layers_go_through_their_own_forward():
 def test_more_targets_than_rows_is_an_error():
     with pytest.raises(ValueError, match="N <= x's 3 rows"):
         linear_cross_entropy(torch.randn(3, I), nn.Linear(I, V), torch.zeros(4, dtype=torch.long))
+
+
+def test_target_out_of_range_names_its_row(loss_pass):
+    layer, x = nn.Linear(I, V), torch.randn(3, I)
+    targets = torch.tensor([0, V, 1])
+    if loss_pass == "cpp":
+        with pytest.raises(RuntimeError, match=f"target {V} at row 1 is not a class id"):
+            linear_cross_entropy(x, layer, targets)
+    else:  # ATen's gather: an index error of its own
+        with pytest.raises((RuntimeError, IndexError)):
+            linear_cross_entropy(x, layer, targets)
+
+
+def test_extreme_logits_stay_finite():
+    """Logits far apart (a saturated softmax) give the loss and gradient of F.cross_entropy."""
+    torch.manual_seed(0)
+    layer = nn.Linear(I, V)
+    with torch.no_grad():
+        layer.weight.mul_(60.0)
+    x = torch.randn(M, I, requires_grad=True)
+    targets = torch.randint(0, V, (M,))
+    want_loss, want_grads = _reference(x, layer, targets)
+    loss = linear_cross_entropy(x, layer, targets)
+    grads = torch.autograd.grad(loss * 0.37, [x, *layer.parameters()])
+    assert torch.isfinite(loss) and want_loss > 100
+    torch.testing.assert_close(loss.detach(), want_loss, rtol=1e-5, atol=1e-3)
+    for got, want in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

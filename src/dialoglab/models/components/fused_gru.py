@@ -55,10 +55,14 @@ from dialoglab.models.components import onednn, row_buckets
 from dialoglab.models.components.dropout import dropout
 
 log = logging.getLogger(__name__)
-# The extension: the training loops, and int8 inference (models/components/int8_gru.py); both
-# include the gate passes of gru_gates.h.
+# The extension: the training loops, int8 inference (models/components/int8_gru.py) and the
+# cross-entropy pass of linear_cross_entropy.py; all include gru_gates.h.
 _HERE = Path(__file__).parent
-LOOPS_SOURCES = [_HERE / "fused_gru_loops.cpp", _HERE / "int8_decoding.cpp"]
+LOOPS_SOURCES = [
+    _HERE / "fused_gru_loops.cpp",
+    _HERE / "int8_decoding.cpp",
+    _HERE / "softmax_xent.cpp",
+]
 LOOPS_HEADER = _HERE / "gru_gates.h"
 _loops_state: dict[str, bool] = {}  # "loaded": whether the C++ loops are usable (once tried)
 # Built with OpenMP where torch itself uses GNU OpenMP (Linux): the gate passes' at::parallel_for

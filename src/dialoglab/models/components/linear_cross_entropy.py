@@ -22,11 +22,13 @@ Shapes: M rows (N real ones first, then zero padding rows), I input size, V voca
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dialoglab.models.components import onednn
+from dialoglab.models.components import fused_gru, onednn
 from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 
 
@@ -39,11 +41,46 @@ def summed_nll(
     )
 
 
+# The loss pass in C++ where the extension builds (DIALOGLAB_COMPILED_XENT=0: ATen ops).
+COMPILED_PASS = os.environ.get("DIALOGLAB_COMPILED_XENT", "1") != "0"
+
+
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     """The products' dtype: autocast's lower precision where it is on, else the weight's."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return weight.dtype
+
+
+def _compiled_pass(logits: torch.Tensor) -> bool:
+    """Whether the C++ pass (`softmax_xent.cpp`, in the fused GRU's extension) takes `logits`."""
+    return (
+        logits.device.type == "cpu"
+        and logits.dtype in (torch.float32, torch.bfloat16)
+        and logits.is_contiguous()
+        and COMPILED_PASS
+        and fused_gru.compiled_loops()
+    )
+
+
+def _xent_with_aten_ops(
+    logits: torch.Tensor, targets: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed loss over the first N = len(targets) rows of (M, V) logits, and dL/dlogits =
+    softmax - ((1 - eps) one-hot + eps / V) written over the logits (zeros on rows [N, M))."""
+    N, V = targets.numel(), logits.size(1)
+    loss_dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16 logits: fp32 maths
+    log_probs = torch.log_softmax(logits[:N], dim=1, dtype=loss_dtype)  # (N, V)
+    loss = -(1.0 - eps) * log_probs.gather(1, targets.view(N, 1)).sum()
+    if eps:  # the uniform part: the mean of every class's -log p
+        loss = loss - eps / V * log_probs.sum()
+    grad = logits
+    torch.exp(log_probs, out=grad[:N])
+    grad[N:].zero_()  # padding rows
+    grad[:N].scatter_add_(1, targets.view(N, 1), grad.new_full((N, 1), -(1.0 - eps)))
+    if eps:
+        grad[:N].sub_(eps / V)
+    return loss, grad
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
@@ -59,30 +96,19 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         targets: torch.Tensor,  # (N,) class ids
         label_smoothing: float,
     ) -> torch.Tensor:
-        N, V = targets.numel(), weight_t.size(1)
         cd = _compute_dtype(x, weight_t)
         with torch.autocast(x.device.type, enabled=False):
             x_c, w_c = x.to(cd).contiguous(), weight_t.to(cd)
             b_c = None if bias is None else bias.to(cd)
             logits = onednn.mm(x_c, w_c) if b_c is None else onednn.addmm(b_c, x_c, w_c)  # (M, V)
-            loss_dtype = torch.promote_types(cd, torch.float32)  # bf16 logits: fp32 maths
-            log_probs = torch.log_softmax(logits[:N], dim=1, dtype=loss_dtype)  # (N, V)
-            picked = log_probs.gather(1, targets.view(N, 1)).sum()
             eps = float(label_smoothing)
-            loss = -(1.0 - eps) * picked
-            if eps:  # the uniform part: the mean of every class's -log p
-                loss = loss - eps / V * log_probs.sum()
+            if _compiled_pass(logits):  # one C++ pass per row: losses, gradient in place
+                loss = torch.ops.dialoglab_gru.softmax_xent_(logits, targets, eps).sum()
+                grad = logits
+            else:
+                loss, grad = _xent_with_aten_ops(logits, targets, eps)
             if not any(ctx.needs_input_grad[:3]):
                 return loss
-            # dL/dlogits = softmax - ((1 - eps) one-hot + eps / V), written over the logits
-            grad = logits
-            torch.exp(log_probs, out=grad[:N])
-            del log_probs
-            grad[N:].zero_()  # padding rows
-            hit = grad.new_full((N, 1), -(1.0 - eps))
-            grad[:N].scatter_add_(1, targets.view(N, 1), hit)
-            if eps:
-                grad[:N].sub_(eps / V)
         ctx.save_for_backward(x_c, w_c, grad)
         ctx.has_bias = bias is not None
         ctx.dtypes = (x.dtype, weight_t.dtype, None if bias is None else bias.dtype)
