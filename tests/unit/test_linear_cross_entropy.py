@@ -158,3 +158,16 @@ def test_extreme_logits_stay_finite():
     torch.testing.assert_close(loss.detach(), want_loss, rtol=1e-5, atol=1e-3)
     for got, want in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_kept_rows_equals_boolean_indexing_with_its_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 3, requires_grad=True)
+    keep = torch.rand(4, 5) < 0.6
+    keep[0] = True
+    g = torch.randn(int(keep.sum()), 3)
+    (want,) = torch.autograd.grad(x[keep], x, g)
+    rows = module.kept_rows(x, keep)
+    (got,) = torch.autograd.grad(rows, x, g)
+    assert torch.equal(rows, x[keep]) and torch.equal(got, want)
+    assert module.kept_rows(x, torch.zeros(4, 5, dtype=torch.bool)).shape == (0, 3)

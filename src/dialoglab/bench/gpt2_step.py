@@ -7,8 +7,9 @@ with the same optimizer and clipping, their steps timed call by call in turn aft
 - `gelu_new`: `activation=gelu_new`, Hugging Face GPT-2's activation (eight elementwise ops)
   instead of the same formula as one fused op (`gelu_pytorch_tanh`);
 - `full_logits`: the loss from the logits at every position (`full_logits_nll`, what
-  `GPT2LMHeadModel(labels=...)` does) instead of the output layer on the labelled positions only
-  (`CausalLMModule.nll`); half of each benchmark row is labelled, the "reply";
+  `GPT2LMHeadModel(labels=...)` does) instead of the output layer on the labelled positions only,
+  fused with the loss (`CausalLMModule.nll`, `linear_cross_entropy`); half of each benchmark
+  row is labelled, the "reply";
 - `torch_dropout`: `fast_dropout=false`, PyTorch's dropout (`bernoulli_` masks, and SDPA's math
   kernel for the attention weights) instead of ours (`models/components/gpt2_dropout.py`).
 """
@@ -36,7 +37,7 @@ UNDONE = {
     "gelu_new": ("activation gelu_new", "fused GELU (gelu_pytorch_tanh)"),
     "full_logits": (
         "output layer at every position",
-        "output layer on labelled positions only",
+        "output layer on labelled positions only, fused with the loss",
     ),
     "torch_dropout": ("PyTorch's dropout", "our dropout masks (fast_dropout)"),
 }

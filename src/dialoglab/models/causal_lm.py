@@ -24,6 +24,7 @@ from dialoglab.models.components.gpt2 import (
 )
 from dialoglab.models.components.gpt2_dropout import use_fast_dropout
 from dialoglab.models.components.gpt2_stepper import GPT2Stepper
+from dialoglab.models.components.linear_cross_entropy import kept_rows, linear_cross_entropy
 from dialoglab.models.dialogue_module import DialogueModule, eval_mode
 
 SEARCHES = ("dialoglab", "hf")
@@ -170,10 +171,11 @@ class CausalLMModule(DialogueModule):
             use_cache=False,
         ).last_hidden_state  # (rows, T, d)
         labels = batch["labels"][:, 1:]  # position t predicts token t + 1
-        scored = labels != IGNORE_INDEX
-        logits = self.net.lm_head(hidden[:, :-1][scored])  # (n, vocab)
-        return F.cross_entropy(
-            logits.float(), labels[scored], reduction="sum", label_smoothing=label_smoothing
+        scored = labels != IGNORE_INDEX  # (rows, T - 1)
+        predicting = F.pad(scored, (0, 1))  # (rows, T): the last position predicts nothing
+        # lm_head and the loss as one node (models/components/linear_cross_entropy.py)
+        return linear_cross_entropy(
+            kept_rows(hidden, predicting), self.net.lm_head, labels[scored], label_smoothing
         )
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -33,7 +33,7 @@ from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 from dialoglab.models.components.dropout import Dropout
 from dialoglab.models.components.fused_gru import fused_gru, supports_fused
 from dialoglab.models.components.int8_gru import Int8GRU
-from dialoglab.models.components.linear_cross_entropy import linear_cross_entropy
+from dialoglab.models.components.linear_cross_entropy import kept_rows, linear_cross_entropy
 from dialoglab.models.components.onednn import linear
 
 # A GRU state is h (L, B, H); an LSTM state is the pair (h, c), both (L, B, H).
@@ -323,7 +323,7 @@ class Decoder(nn.Module):
         context, weights = self.attention(rnn_out, encoder_outputs, src_mask)  # (B, T, H)
         combined = torch.cat([rnn_out, context], dim=-1)  # (B, T, 2H)
         if keep is not None:
-            combined = combined[keep]  # (N, 2H)
+            combined = kept_rows(combined, keep)  # (N, 2H), row-major
         n = combined.size(0)
         # bf16: a few row counts, not one per batch (row_buckets); the extra rows cut off later
         if keep is not None and row_buckets.wanted(combined):

@@ -45,6 +45,15 @@ def summed_nll(
 COMPILED_PASS = os.environ.get("DIALOGLAB_COMPILED_XENT", "1") != "0"
 
 
+def kept_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """`x[keep]` for (B, T, F) x and a (B, T) bool mask -> (N, F) in row-major order, as one
+    index_select: its backward is an index_add of N rows, where boolean indexing's is a
+    zero-filled (B, T, F) buffer and an accumulating index_put (~2.0 vs ~0.2 ms forward +
+    backward at (64, 10, 1000) on 2 CPU cores, one-off timing)."""
+    rows = keep.reshape(-1).nonzero().squeeze(1)  # (N,) flat positions
+    return x.reshape(-1, x.size(-1)).index_select(0, rows)
+
+
 def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     """The products' dtype: autocast's lower precision where it is on, else the weight's."""
     if torch.is_autocast_enabled(x.device.type):
