@@ -1,7 +1,8 @@
 // The cross-entropy pass of models/components/linear_cross_entropy.py in C++: per row of the
 // logits, the row's loss and, over the row itself, dL/dlogits = softmax - target distribution,
-// in three sweeps of one row (max; sum of exp and of the logits; the gradient) while it sits in
-// cache, where ATen's log_softmax, exp and scatter each sweep the whole (N, V) buffer.
+// in three sweeps of one row (max and sum; exp and its sum; the gradient) while it sits in
+// cache (the exps kept in a scratch row of this thread's), where ATen's log_softmax, exp and
+// scatter each sweep the whole (N, V) buffer.
 // fp32 or bf16 logits (computed in fp32, the gradient rounded to bf16 once). Built into the
 // fused GRU's extension (fused_gru.compiled_loops); linear_cross_entropy falls back to ATen ops
 // without it.
@@ -11,6 +12,8 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "gru_gates.h"
 
@@ -18,52 +21,96 @@ namespace {
 
 constexpr int kLanes = 16;  // partial results per sweep: what lets the compiler vectorise them
 
-// Row i's loss (1 - eps) (lse - x_t) + eps (lse - mean x), and the row overwritten by
-// softmax(x) - (1 - eps) onehot(t) - eps / V.
-template <typename S>
-DIALOGLAB_INLINE float xent_row_impl(int64_t V, S* __restrict x, int64_t t, float eps) {
-  float lane_max[kLanes], lane_sum[kLanes], lane_x[kLanes];
+// The row's max and sum (sweep 1).
+DIALOGLAB_CLONES void max_and_sum(int64_t V, const float* __restrict v, float& max_out,
+                                  float& sum_out) {
+  float lane_max[kLanes], lane_sum[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     lane_max[l] = -std::numeric_limits<float>::infinity();
-    lane_sum[l] = lane_x[l] = 0.0f;
+    lane_sum[l] = 0.0f;
   }
   const int64_t body = V - V % kLanes;
   for (int64_t j = 0; j < body; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lane_max[l] = std::max(lane_max[l], load(x[j + l]));
-  }
-  float m = -std::numeric_limits<float>::infinity();
-  for (int l = 0; l < kLanes; ++l) m = std::max(m, lane_max[l]);
-  for (int64_t j = body; j < V; ++j) m = std::max(m, load(x[j]));
-  for (int64_t j = 0; j < body; j += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const float v = load(x[j + l]);
-      lane_sum[l] += exp_approx(v - m);
-      lane_x[l] += v;
+      lane_max[l] = std::max(lane_max[l], v[j + l]);
+      lane_sum[l] += v[j + l];
     }
   }
-  float sum = 0.0f, sum_x = 0.0f;
+  float m = -std::numeric_limits<float>::infinity(), s = 0.0f;
   for (int l = 0; l < kLanes; ++l) {
-    sum += lane_sum[l];
-    sum_x += lane_x[l];
+    m = std::max(m, lane_max[l]);
+    s += lane_sum[l];
   }
   for (int64_t j = body; j < V; ++j) {
-    sum += exp_approx(load(x[j]) - m);
-    sum_x += load(x[j]);
+    m = std::max(m, v[j]);
+    s += v[j];
   }
-  const float lse = m + std::log(sum);
-  const float x_t = load(x[t]);
-  const float loss = (1.0f - eps) * (lse - x_t) + eps * (lse - sum_x / static_cast<float>(V));
-  const float inv = 1.0f / sum, uniform = eps / static_cast<float>(V);
-  for (int64_t j = 0; j < V; ++j) store(x[j], exp_approx(load(x[j]) - m) * inv - uniform);
-  store(x[t], exp_approx(x_t - m) * inv - uniform - (1.0f - eps));
-  return loss;
+  max_out = m;
+  sum_out = s;
 }
 
-DIALOGLAB_CLONES float xent_row(int64_t V, float* x, int64_t t, float eps) {
-  return xent_row_impl<float>(V, x, t, eps);
+// e = exp(v - m) and the sum of e (sweep 2).
+DIALOGLAB_CLONES float exp_and_sum(int64_t V, const float* __restrict v, float m,
+                                   float* __restrict e) {
+  float lane_sum[kLanes] = {};
+  const int64_t body = V - V % kLanes;
+  for (int64_t j = 0; j < body; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      e[j + l] = exp_approx(v[j + l] - m);
+      lane_sum[l] += e[j + l];
+    }
+  }
+  float s = 0.0f;
+  for (int l = 0; l < kLanes; ++l) s += lane_sum[l];
+  for (int64_t j = body; j < V; ++j) {
+    e[j] = exp_approx(v[j] - m);
+    s += e[j];
+  }
+  return s;
 }
-DIALOGLAB_CLONES float xent_row(int64_t V, uint16_t* x, int64_t t, float eps) {
-  return xent_row_impl<uint16_t>(V, x, t, eps);
+
+// out = e * scale - shift, in the storage type (sweep 3; bf16 rounded once).
+template <typename S>
+DIALOGLAB_INLINE void scaled_row(int64_t V, const float* __restrict e, float scale, float shift,
+                                 S* __restrict out) {
+  for (int64_t j = 0; j < V; ++j) store(out[j], e[j] * scale - shift);
+}
+DIALOGLAB_CLONES void scaled(int64_t V, const float* e, float scale, float shift, float* out) {
+  scaled_row<float>(V, e, scale, shift, out);
+}
+DIALOGLAB_CLONES void scaled(int64_t V, const float* e, float scale, float shift,
+                             uint16_t* out) {
+  scaled_row<uint16_t>(V, e, scale, shift, out);
+}
+
+DIALOGLAB_CLONES void widen(int64_t V, const uint16_t* __restrict x, float* __restrict out) {
+  for (int64_t j = 0; j < V; ++j) out[j] = load(x[j]);
+}
+
+// Row x's loss (1 - eps) (lse - x_t) + eps (lse - mean x), and x overwritten by
+// softmax(x) - (1 - eps) onehot(t) - eps / V. Scratch rows of V floats: this thread's own.
+template <typename S>
+float xent_row(int64_t V, S* x, int64_t t, float eps) {
+  thread_local std::vector<float> widened, exps;
+  exps.resize(V);
+  const float* v = nullptr;
+  if constexpr (std::is_same_v<S, float>) {
+    v = x;
+  } else {
+    widened.resize(V);
+    widen(V, x, widened.data());
+    v = widened.data();
+  }
+  float m, sum_x;
+  max_and_sum(V, v, m, sum_x);
+  const float x_t = v[t];
+  const float sum = exp_and_sum(V, v, m, exps.data());
+  const float lse = m + std::log(sum);
+  const float loss = (1.0f - eps) * (lse - x_t) + eps * (lse - sum_x / static_cast<float>(V));
+  const float inv = 1.0f / sum, uniform = eps / static_cast<float>(V);
+  scaled(V, exps.data(), inv, uniform, x);
+  store(x[t], exps[t] * inv - uniform - (1.0f - eps));
+  return loss;
 }
 
 // logits (M, V), fp32 or bf16, contiguous; targets (N,) int64, N <= M. Rows [0, N) are
