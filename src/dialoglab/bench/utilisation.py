@@ -297,18 +297,38 @@ def _saving_rows(
     ]
 
 
-def _w_o_layout_rows(
-    times: dict[str, float], all_times: dict[str, list[float]], key: str, label: str
-) -> list[Figure]:
-    """The step with W_o an nn.Linear, and what storing its weight (in, out) saves."""
-    return _saving_rows(
-        times,
-        all_times,
-        key,
-        f"{key}_linear_w_o",
-        f"{label} with W_o stored (out, in)",
+# Speed-ups timed against themselves undone: contender suffix -> (how the step runs without it,
+# the row naming what it saves, the note).
+_UNDONE = {
+    "linear_w_o": (
+        "with W_o stored (out, in)",
         "W_o stored (in, out): time saved",
         "decoder.W_o an nn.Linear instead of models/components/column_major_linear.py",
+    ),
+    "unfused_loss": (
+        "with W_o and the loss apart",
+        "fused output layer + loss: time saved",
+        "W_o's logits, then F.cross_entropy (utilisation.unfused_nll) instead of "
+        "models/components/linear_cross_entropy.py",
+    ),
+    "plain_w_hh": (
+        "with W_hh repacked in every step",
+        "W_hh packed once per layer call: time saved",
+        "fused_gru.PACKED_WEIGHTS off (DIALOGLAB_PACKED_WEIGHTS=0)",
+    ),
+}
+
+
+def _undone_rows(
+    times: dict[str, float], all_times: dict[str, list[float]], key: str, label: str, suffix: str
+) -> list[Figure]:
+    """The `key` step with the speed-up `_UNDONE[suffix]` undone, and what it saves (no rows
+    where that contender did not run)."""
+    if f"{key}_{suffix}" not in times:
+        return []
+    without, saving, note = _UNDONE[suffix]
+    return _saving_rows(
+        times, all_times, key, f"{key}_{suffix}", f"{label} {without}", saving, note
     )
 
 
@@ -325,38 +345,6 @@ def _library_rows(times: dict[str, float], all_times: dict[str, list[float]]) ->
         f"fp32 with {other} matmuls",
         f"{chosen} matmuls (this CPU's default): time saved",
         f"onednn.ENABLED flipped; the default by CPU vendor ({onednn.cpu_vendor() or 'unknown'})",
-    )
-
-
-def _packed_w_hh_rows(times: dict[str, float], all_times: dict[str, list[float]]) -> list[Figure]:
-    """The fp32 step with oneDNN repacking W_hh in every recurrent product, and what packing it
-    once per layer call saves (only where oneDNN runs the fp32 products)."""
-    if "fp32_plain_w_hh" not in times:
-        return []
-    return _saving_rows(
-        times,
-        all_times,
-        "fp32",
-        "fp32_plain_w_hh",
-        "fp32 with W_hh repacked in every step",
-        "W_hh packed once per layer call: time saved",
-        "fused_gru.PACKED_WEIGHTS off (DIALOGLAB_PACKED_WEIGHTS=0)",
-    )
-
-
-def _fused_loss_rows(
-    times: dict[str, float], all_times: dict[str, list[float]], key: str, label: str
-) -> list[Figure]:
-    """The step with W_o's logits and F.cross_entropy apart, and what fusing them saves."""
-    return _saving_rows(
-        times,
-        all_times,
-        key,
-        f"{key}_unfused_loss",
-        f"{label} with W_o and the loss apart",
-        "fused output layer + loss: time saved",
-        "W_o's logits, then F.cross_entropy (utilisation.unfused_nll) instead of "
-        "models/components/linear_cross_entropy.py",
     )
 
 
@@ -496,7 +484,7 @@ def run(quick: bool = False) -> list[Figure]:
             note="with experiment/cpu_heap.py keep_freed_memory, as train.py runs",
         ),
         *_nn_gru_rows(times, "fp32", "fp32"),
-        *_w_o_layout_rows(times, all_times, "fp32", "fp32"),
+        *_undone_rows(times, all_times, "fp32", "fp32", "linear_w_o"),
         *_saving_rows(
             times,
             all_times,
@@ -507,13 +495,13 @@ def run(quick: bool = False) -> list[Figure]:
             "fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
         ),
         *_library_rows(times, all_times),
-        *_packed_w_hh_rows(times, all_times),
-        *_fused_loss_rows(times, all_times, "fp32", "fp32"),
+        *_undone_rows(times, all_times, "fp32", "fp32", "plain_w_hh"),
+        *_undone_rows(times, all_times, "fp32", "fp32", "unfused_loss"),
         *_encoder_rows(encoder, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
-        *_w_o_layout_rows(times, all_times, "bf16", "bf16-autocast"),
-        *_fused_loss_rows(times, all_times, "bf16", "bf16-autocast"),
+        *_undone_rows(times, all_times, "bf16", "bf16-autocast", "linear_w_o"),
+        *_undone_rows(times, all_times, "bf16", "bf16-autocast", "unfused_loss"),
         Figure(
             "dropout fwd+bwd, F.dropout",
             round(drop["F.dropout"] * 1e3, 2),
