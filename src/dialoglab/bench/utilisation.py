@@ -129,25 +129,20 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
         nets[name] = copy.deepcopy(net)
     if onednn.AVAILABLE:
         nets["fp32_other_library"] = copy.deepcopy(net)
-    if onednn.ENABLED:
-        nets["fp32_plain_w_hh"] = copy.deepcopy(net)
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
     library = onednn.ENABLED  # this CPU's default (or DIALOGLAB_ONEDNN)
-    packing = fused_gru.PACKED_WEIGHTS  # (DIALOGLAB_PACKED_WEIGHTS)
 
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
         onednn.ENABLED = library != (name == "fp32_other_library")
-        fused_gru.PACKED_WEIGHTS = packing and name != "fp32_plain_w_hh"
         forward = unfused_nll if name.endswith("_unfused_loss") else None
         try:
             return our_step(nets[name], optimizers[name], batch, "bf16" in name, forward=forward)
         finally:
             fused_gru.FUSED_GATES = setting
             onednn.ENABLED = library
-            fused_gru.PACKED_WEIGHTS = packing
 
     times = time_interleaved(
         {**{name: (lambda name=name: step(name)) for name in nets}, "fp32_matmuls": matmuls},
@@ -311,21 +306,13 @@ _UNDONE = {
         "W_o's logits, then F.cross_entropy (utilisation.unfused_nll) instead of "
         "models/components/linear_cross_entropy.py",
     ),
-    "plain_w_hh": (
-        "with W_hh repacked in every step",
-        "W_hh packed once per layer call: time saved",
-        "fused_gru.PACKED_WEIGHTS off (DIALOGLAB_PACKED_WEIGHTS=0)",
-    ),
 }
 
 
 def _undone_rows(
     times: dict[str, float], all_times: dict[str, list[float]], key: str, label: str, suffix: str
 ) -> list[Figure]:
-    """The `key` step with the speed-up `_UNDONE[suffix]` undone, and what it saves (no rows
-    where that contender did not run)."""
-    if f"{key}_{suffix}" not in times:
-        return []
+    """The `key` step with the speed-up `_UNDONE[suffix]` undone, and what it saves."""
     without, saving, note = _UNDONE[suffix]
     return _saving_rows(
         times, all_times, key, f"{key}_{suffix}", f"{label} {without}", saving, note
@@ -495,7 +482,6 @@ def run(quick: bool = False) -> list[Figure]:
             "fused_gru.FUSED_GATES off: the C++ loops' gate maths as ATen kernels",
         ),
         *_library_rows(times, all_times),
-        *_undone_rows(times, all_times, "fp32", "fp32", "plain_w_hh"),
         *_undone_rows(times, all_times, "fp32", "fp32", "unfused_loss"),
         *_encoder_rows(encoder, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),

@@ -136,9 +136,6 @@ def _use_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
 
 
 FUSED_GATES = os.environ.get("DIALOGLAB_FUSED_GATES", "1") != "0"
-# W_hh packed once per layer call into oneDNN's blocked layout for the forward loop's products
-# (`onednn.packed_weight`); DIALOGLAB_PACKED_WEIGHTS=0 leaves oneDNN to repack it every step.
-PACKED_WEIGHTS = os.environ.get("DIALOGLAB_PACKED_WEIGHTS", "1") != "0"
 
 
 def _fused_gates(dtype: torch.dtype) -> bool:
@@ -259,13 +256,10 @@ class GRULayerFunction(torch.autograd.Function):
             if compiled_loops():  # forward_steps below, in C++
                 gh, rz, n, hs = torch.ops.dialoglab_gru.forward_loop(
                     gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state,
-                    _use_onednn(x, cd), _fused_gates(cd), PACKED_WEIGHTS,
+                    _use_onednn(x, cd), _fused_gates(cd),
                 )  # fmt: skip
             else:
                 product = functools.partial(onednn.addmm, b_gh, b=w_hh_t)  # h_k W_hh^T + b_gh
-                if PACKED_WEIGHTS and _use_onednn(x, cd):  # W_hh in oneDNN's layout, once
-                    packed = onednn.packed_weight(w_hh_c, h0.size(0))
-                    product = functools.partial(onednn.onednn_linear, w_t=packed, bias=b_gh)
                 gh, rz, n, hs = forward_steps(gi, h0.to(cd), b_gh, active, zero_state, product)
             h = hs[-1]
             outputs = zero_padding(hs, active, N)

@@ -39,31 +39,14 @@ Tensor onednn_linear(const Tensor& x, const Tensor& w, const std::optional<Tenso
   return op.call(x, w, b, "none", c10::List<std::optional<at::Scalar>>(), "");
 }
 
-// w (N, K) reordered into oneDNN's blocked layout for products of about `rows` rows
-// (torch.ops.mkldnn._reorder_linear_weight): `onednn_linear` then reads it as it is, where a
-// plain weight is repacked by oneDNN inside every call.
-Tensor onednn_packed_weight(const Tensor& w, int64_t rows) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("mkldnn::_reorder_linear_weight", "")
-                       .typed<Tensor(const Tensor&, std::optional<int64_t>)>();
-  return op.call(w, rows);
-}
-
 // Forward loop. gi (N, 3H) holds x W_ih^T + b_ih + (b_hr, b_hz, 0); b_gh is (0, 0, b_hn).
 // Returns gh (N, 3H) = h W_hh^T + b_gh per token, rz (N, 2H), n (N, H), hs (T, B, H).
-// Through oneDNN (fp32), W_hh is packed once for the T steps' products: each step's (B, H) x
-// (H, 3H) product then runs ~1.4x as fast at gru_attn's sizes (64 x 500 x 1500; the packing
-// costs about one step's product).
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
     const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_gh,
-    at::IntArrayRef active, bool zero_state, bool onednn, bool fused_gates, bool pack_weight) {
+    at::IntArrayRef active, bool zero_state, bool onednn, bool fused_gates) {
   const Tensor w_hh_t = w_hh.t();
-  int64_t steps = 0;  // products to run: steps with rows, less a first one from a zero state
-  for (const int64_t k : active) steps += k > 0;
-  const bool pack = onednn && pack_weight && steps - (zero_state ? 1 : 0) > 1;
-  const Tensor w = pack ? onednn_packed_weight(w_hh, h0.size(0)) : w_hh;
   return forward_steps(gi, h0, b_gh, active, zero_state, fused_gates, [&](const Tensor& h_k) {
-    return onednn ? onednn_linear(h_k, w, b_gh) : at::addmm(b_gh, h_k, w_hh_t);
+    return onednn ? onednn_linear(h_k, w_hh, b_gh) : at::addmm(b_gh, h_k, w_hh_t);
   });
 }
 
@@ -170,8 +153,7 @@ TORCH_LIBRARY(dialoglab_gru, m) {
   m.def("set_parallel_rows(bool enabled) -> bool", &set_parallel_rows);
   m.def(
       "forward_loop(Tensor gi, Tensor h0, Tensor w_hh, Tensor b_gh, int[] active, "
-      "bool zero_state, bool onednn, bool fused_gates, bool pack_weight) "
-      "-> (Tensor, Tensor, Tensor, Tensor)",
+      "bool zero_state, bool onednn, bool fused_gates) -> (Tensor, Tensor, Tensor, Tensor)",
       &forward_loop);
   m.def(
       "backward_loop(Tensor d_out, Tensor d_h_n, Tensor c_gh, Tensor z, Tensor w_hh, "

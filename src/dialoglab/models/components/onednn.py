@@ -79,13 +79,6 @@ def onednn_linear(
     return torch.ops.mkldnn._linear_pointwise(a, w_t, bias, "none", [], "")
 
 
-def packed_weight(w_t: torch.Tensor, rows: int) -> torch.Tensor:
-    """(N, K) `w_t` reordered into oneDNN's blocked layout for products of about `rows` rows: an
-    opaque tensor that only `onednn_linear` reads. Worth it where one weight serves several
-    small products (a recurrent loop's steps): oneDNN repacks a plain weight inside every call."""
-    return torch.ops.mkldnn._reorder_linear_weight(w_t.contiguous(), rows)
-
-
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b for (M, K) a and (K, N) b."""
     if _usable(a, b.t()):
