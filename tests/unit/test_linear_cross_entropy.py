@@ -171,3 +171,24 @@ def test_kept_rows_equals_boolean_indexing_with_its_gradient():
     (got,) = torch.autograd.grad(rows, x, g)
     assert torch.equal(rows, x[keep]) and torch.equal(got, want)
     assert module.kept_rows(x, torch.zeros(4, 5, dtype=torch.bool)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_pass_leaves_the_logits_alone_when_no_gradient_follows(loss_pass, dtype):
+    """The C++ pass's losses with and without the gradient written; without it (no_grad, e.g.
+    validation) the logits stay as they were."""
+    if loss_pass != "cpp":
+        pytest.skip("the C++ pass's own switch")
+    torch.manual_seed(0)
+    logits = torch.randn(M, V).to(dtype)
+    targets = torch.randint(0, V, (M - 3,))
+    kept = logits.clone()
+    losses = torch.ops.dialoglab_gru.softmax_xent_(kept, targets, 0.1, False)
+    assert torch.equal(kept, logits)
+    written = logits.clone()
+    torch.testing.assert_close(
+        torch.ops.dialoglab_gru.softmax_xent_(written, targets, 0.1, True), losses
+    )
+    want = F.cross_entropy(logits[: M - 3].float(), targets, reduction="none", label_smoothing=0.1)
+    torch.testing.assert_close(losses, want, rtol=1e-5, atol=1e-5)
+    assert not written[M - 3 :].any() and not torch.equal(written, logits)

@@ -111,12 +111,13 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             b_c = None if bias is None else bias.to(cd)
             logits = onednn.mm(x_c, w_c) if b_c is None else onednn.addmm(b_c, x_c, w_c)  # (M, V)
             eps = float(label_smoothing)
+            backward = any(ctx.needs_input_grad[:3])
             if _compiled_pass(logits):  # one C++ pass per row: losses, gradient in place
-                loss = torch.ops.dialoglab_gru.softmax_xent_(logits, targets, eps).sum()
-                grad = logits
+                xent = torch.ops.dialoglab_gru.softmax_xent_
+                loss, grad = xent(logits, targets, eps, backward).sum(), logits
             else:
                 loss, grad = _xent_with_aten_ops(logits, targets, eps)
-            if not any(ctx.needs_input_grad[:3]):
+            if not backward:
                 return loss
         ctx.save_for_backward(x_c, w_c, grad)
         ctx.has_bias = bias is not None

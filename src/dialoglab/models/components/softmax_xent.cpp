@@ -87,10 +87,10 @@ DIALOGLAB_CLONES void widen(int64_t V, const uint16_t* __restrict x, float* __re
   for (int64_t j = 0; j < V; ++j) out[j] = load(x[j]);
 }
 
-// Row x's loss (1 - eps) (lse - x_t) + eps (lse - mean x), and x overwritten by
-// softmax(x) - (1 - eps) onehot(t) - eps / V. Scratch rows of V floats: this thread's own.
+// Row x's loss (1 - eps) (lse - x_t) + eps (lse - mean x), and with `write_grad` x overwritten
+// by softmax(x) - (1 - eps) onehot(t) - eps / V. Scratch rows of V floats: this thread's own.
 template <typename S>
-float xent_row(int64_t V, S* x, int64_t t, float eps) {
+float xent_row(int64_t V, S* x, int64_t t, float eps, bool write_grad) {
   thread_local std::vector<float> widened, exps;
   exps.resize(V);
   const float* v = nullptr;
@@ -107,15 +107,18 @@ float xent_row(int64_t V, S* x, int64_t t, float eps) {
   const float sum = exp_and_sum(V, v, m, exps.data());
   const float lse = m + std::log(sum);
   const float loss = (1.0f - eps) * (lse - x_t) + eps * (lse - sum_x / static_cast<float>(V));
+  if (!write_grad) return loss;
   const float inv = 1.0f / sum, uniform = eps / static_cast<float>(V);
   scaled(V, exps.data(), inv, uniform, x);
   store(x[t], exps[t] * inv - uniform - (1.0f - eps));
   return loss;
 }
 
-// logits (M, V), fp32 or bf16, contiguous; targets (N,) int64, N <= M. Rows [0, N) are
-// overwritten by their gradient, rows [N, M) (padding) by zeros. Returns the N losses (fp32).
-at::Tensor softmax_xent_(at::Tensor logits, const at::Tensor& targets, double eps) {
+// logits (M, V), fp32 or bf16, contiguous; targets (N,) int64, N <= M. With write_grad, rows
+// [0, N) are overwritten by their gradient, rows [N, M) (padding) by zeros; without it (no
+// backward to come) the logits are left as they are. Returns the N losses (fp32).
+at::Tensor softmax_xent_(at::Tensor logits, const at::Tensor& targets, double eps,
+                         bool write_grad) {
   TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "softmax_xent_: contiguous (M, V)");
   const bool bf16 = logits.scalar_type() == at::kBFloat16;
   TORCH_CHECK(bf16 || logits.scalar_type() == at::kFloat, "softmax_xent_: fp32 or bf16 logits");
@@ -134,15 +137,18 @@ at::Tensor softmax_xent_(at::Tensor logits, const at::Tensor& targets, double ep
     using S = decltype(tag);
     S* rows = storage<S>(logits);
     at::parallel_for(0, N, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) loss_p[i] = xent_row(V, rows + i * V, t_p[i], e);
+      for (int64_t i = begin; i < end; ++i) {
+        loss_p[i] = xent_row(V, rows + i * V, t_p[i], e, write_grad);
+      }
     });
   });
-  if (N < M) logits.narrow(0, N, M - N).zero_();
+  if (write_grad && N < M) logits.narrow(0, N, M - N).zero_();
   return losses;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(dialoglab_gru, m) {
-  m.def("softmax_xent_(Tensor(a!) logits, Tensor targets, float eps) -> Tensor", &softmax_xent_);
+  m.def("softmax_xent_(Tensor(a!) logits, Tensor targets, float eps, bool write_grad) -> Tensor",
+        &softmax_xent_);
 }
