@@ -64,11 +64,17 @@ class Seq2SeqModule(DialogueModule):
     def label_smoothing(self) -> float:
         return self._label_smoothing
 
+    @property
+    def _stepwise(self) -> bool:
+        """Whether training decodes step by step (scheduled sampling) rather than teacher-forced
+        in one call."""
+        return self.training and self.teacher_forcing_ratio < 1.0
+
     def forward(
         self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Logits (B, T, V) of the reply tokens; (N, V) at the positions where `keep` is True."""
-        if self.training and self.teacher_forcing_ratio < 1.0:
+        if self._stepwise:
             logits = self.net.forward_stepwise(
                 batch["src"],
                 batch["src_lengths"],
@@ -79,7 +85,7 @@ class Seq2SeqModule(DialogueModule):
         return self.net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)
 
     def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
-        if self.training and self.teacher_forcing_ratio < 1.0:
+        if self._stepwise:  # scheduled sampling: step by step, logits then the loss
             keep = batch["target"] != self.config.pad_id  # (B, T): no output layers on padding
             return summed_nll(self(batch, keep), batch["target"][keep], label_smoothing)
         return reply_nll(self.net, batch, label_smoothing)

@@ -145,10 +145,12 @@ def _fused_gates(dtype: torch.dtype) -> bool:
     return FUSED_GATES and dtype in (torch.float32, torch.bfloat16)
 
 
-def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
-    """The matmul dtype: autocast's lower precision when CPU autocast is on, else the weights'."""
-    if torch.is_autocast_enabled("cpu"):
-        return torch.get_autocast_dtype("cpu")
+def compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The matmul dtype: autocast's lower precision when autocast is on for the weight's device,
+    else the weight's own."""
+    device = weight.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
     return weight.dtype
 
 
@@ -385,13 +387,13 @@ def fused_gru(
     outputs are 0, h_n is each sequence's state at its last real token), or `rnn(x, h0)`
     without lengths. Dropout between layers follows rnn.dropout in training mode.
     """
-    compute_dtype = _compute_dtype(rnn.weight_hh_l0)
+    dtype = compute_dtype(rnn.weight_hh_l0)
 
     def layer(
         suffix: str, x: torch.Tensor, h0: torch.Tensor, active: list[int], zero_state: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         weights = [getattr(rnn, f"{name}{suffix}") for name in _PARAM_NAMES]
-        return GRULayerFunction.apply(x, h0, *weights, active, compute_dtype, zero_state)
+        return GRULayerFunction.apply(x, h0, *weights, active, dtype, zero_state)
 
     return run_layers(rnn, layer, x, h0, lengths, rnn.weight_hh_l0.dtype)
 

@@ -54,13 +54,6 @@ def kept_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, x.size(-1)).index_select(0, rows)
 
 
-def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
-    """The products' dtype: autocast's lower precision where it is on, else the weight's."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.get_autocast_dtype(x.device.type)
-    return weight.dtype
-
-
 def _compiled_pass(logits: torch.Tensor) -> bool:
     """Whether the C++ pass (`softmax_xent.cpp`, in the fused GRU's extension) takes `logits`."""
     return (
@@ -73,23 +66,24 @@ def _compiled_pass(logits: torch.Tensor) -> bool:
 
 
 def _xent_with_aten_ops(
-    logits: torch.Tensor, targets: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The summed loss over the first N = len(targets) rows of (M, V) logits, and dL/dlogits =
-    softmax - ((1 - eps) one-hot + eps / V) written over the logits (zeros on rows [N, M))."""
+    logits: torch.Tensor, targets: torch.Tensor, eps: float, write_grad: bool
+) -> torch.Tensor:
+    """The summed loss over the first N = len(targets) rows of (M, V) logits, and with
+    `write_grad` dL/dlogits = softmax - ((1 - eps) one-hot + eps / V) written over the logits
+    (zeros on rows [N, M)): `softmax_xent.cpp`'s pass in ATen ops."""
     N, V = targets.numel(), logits.size(1)
     loss_dtype = torch.promote_types(logits.dtype, torch.float32)  # bf16 logits: fp32 maths
     log_probs = torch.log_softmax(logits[:N], dim=1, dtype=loss_dtype)  # (N, V)
     loss = -(1.0 - eps) * log_probs.gather(1, targets.view(N, 1)).sum()
     if eps:  # the uniform part: the mean of every class's -log p
         loss = loss - eps / V * log_probs.sum()
-    grad = logits
-    torch.exp(log_probs, out=grad[:N])
-    grad[N:].zero_()  # padding rows
-    grad[:N].scatter_add_(1, targets.view(N, 1), grad.new_full((N, 1), -(1.0 - eps)))
-    if eps:
-        grad[:N].sub_(eps / V)
-    return loss, grad
+    if write_grad:
+        torch.exp(log_probs, out=logits[:N])
+        logits[N:].zero_()  # padding rows
+        logits[:N].scatter_add_(1, targets.view(N, 1), logits.new_full((N, 1), -(1.0 - eps)))
+        if eps:
+            logits[:N].sub_(eps / V)
+    return loss
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
@@ -105,21 +99,21 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         targets: torch.Tensor,  # (N,) class ids
         label_smoothing: float,
     ) -> torch.Tensor:
-        cd = _compute_dtype(x, weight_t)
+        cd = fused_gru.compute_dtype(weight_t)  # autocast's bf16, or the weight's dtype
         with torch.autocast(x.device.type, enabled=False):
             x_c, w_c = x.to(cd).contiguous(), weight_t.to(cd)
             b_c = None if bias is None else bias.to(cd)
             logits = onednn.mm(x_c, w_c) if b_c is None else onednn.addmm(b_c, x_c, w_c)  # (M, V)
             eps = float(label_smoothing)
             backward = any(ctx.needs_input_grad[:3])
-            if _compiled_pass(logits):  # one C++ pass per row: losses, gradient in place
-                xent = torch.ops.dialoglab_gru.softmax_xent_
-                loss, grad = xent(logits, targets, eps, backward).sum(), logits
+            # the losses, and where a backward follows the logits' gradient in their place
+            if _compiled_pass(logits):  # one C++ pass per row
+                loss = torch.ops.dialoglab_gru.softmax_xent_(logits, targets, eps, backward).sum()
             else:
-                loss, grad = _xent_with_aten_ops(logits, targets, eps)
+                loss = _xent_with_aten_ops(logits, targets, eps, backward)
             if not backward:
                 return loss
-        ctx.save_for_backward(x_c, w_c, grad)
+        ctx.save_for_backward(x_c, w_c, logits)  # logits: now dL/dlogits at d_loss = 1
         ctx.has_bias = bias is not None
         ctx.dtypes = (x.dtype, weight_t.dtype, None if bias is None else bias.dtype)
         return loss
