@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dialoglab.models.components import dropout as dropout_module
 from dialoglab.models.components.dropout import Dropout, dropout
+from dialoglab.models.components.fused_gru import compiled_loops
+
+
+@pytest.fixture(autouse=True, params=["hashed", "randint"])
+def mask_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the C++ hashed masks and with torch.randint's."""
+    if request.param == "hashed" and not compiled_loops():
+        pytest.skip("the C++ extension (hashed masks) is not built here")
+    monkeypatch.setattr(dropout_module, "HASHED", request.param == "hashed")
+    return request.param
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -47,3 +58,44 @@ def test_reproducible_from_the_seed_and_off_in_eval() -> None:
     assert module(x) is x and "p=0.5" in repr(module)
     with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\]"):
         Dropout(1.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradient_takes_the_forward_mask_for_any_gradient_layout(dtype: torch.dtype) -> None:
+    torch.manual_seed(2)
+    x = torch.randn(40, 30, dtype=dtype, requires_grad=True)
+    y = dropout(x, 0.25)
+    weights = torch.randn(30, 40, dtype=dtype).t()  # a non-contiguous incoming gradient
+    (y * weights).sum().backward()
+    keep = y.detach() != 0
+    scale = 65536 / (65536 - round(0.25 * 65536))
+    expected = (keep.float() * scale * weights.float()).to(dtype)
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_masks_have_no_visible_pattern() -> None:
+    """Drop rates hold in every block of the tensor, neighbours are not correlated, and two
+    calls (two seeds) draw different masks."""
+    torch.manual_seed(3)
+    x = torch.ones(256, 4096)
+    dropped = (dropout(x, 0.5) == 0).float()
+    per_block = dropped.view(64, -1).mean(dim=1)  # 16,384 elements a block: std ~0.004
+    assert (per_block - 0.5).abs().max() < 0.025
+    flat = dropped.view(-1) - dropped.mean()
+    for lag in (1, 2, 3, 4, 4096):
+        corr = (flat[:-lag] * flat[lag:]).mean() / flat.pow(2).mean()
+        assert abs(corr.item()) < 0.01, f"lag {lag}: correlation {corr.item():.4f}"
+    again = (dropout(x, 0.5) == 0).float()
+    assert (again != dropped).float().mean().item() > 0.45  # independent masks differ on ~half
+
+
+def test_hashed_op_rejects_what_it_cannot_take() -> None:
+    if not compiled_loops():
+        pytest.skip("the C++ extension is not built here")
+    with pytest.raises(RuntimeError, match="hashed_dropout: fp32 or bf16 input"):
+        torch.ops.dialoglab_gru.hashed_dropout(torch.ones(4, dtype=torch.float64), 1, 100, 1.0)
+    with pytest.raises(RuntimeError, match=r"threshold in \[0, 65536\]"):
+        torch.ops.dialoglab_gru.hashed_dropout(torch.ones(4), 1, 70000, 1.0)
+    # float64 input takes the randint path through `dropout`, with its own mask
+    y = dropout(torch.ones(64, 64, dtype=torch.float64), 0.5)
+    assert y.dtype == torch.float64 and 0.4 < (y == 0).double().mean().item() < 0.6

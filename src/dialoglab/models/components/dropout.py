@@ -1,23 +1,43 @@
-"""Dropout with a cheaper mask on the CPU: 16 random bits per element, drawn 64 bits at a time.
+"""Dropout with a cheaper mask on the CPU: 16 bits per element from a hash, no generator calls.
 
 `F.dropout` on the CPU fills its mask with `bernoulli_`, one random draw per element, and on 2
-cores that draw is most of its cost. Here one 64-bit draw gives four elements 16 bits each, and
-an element is dropped when its bits fall below round(p * 65536): the drop rate is p to within
-1/131072 (0.1 becomes 0.100006), and kept values are scaled by 1 / (1 - that rate) so the
-expectation is unchanged. Forward + backward of a (10, 64, 1000) bf16 activation take ~2 ms
-instead of ~4 ms (`python -m dialoglab.bench --only utilisation`, the two dropout rows). Other
-devices use `F.dropout`. In fp32 the mask holds the scale, so forward and backward are one
-multiplication each. Masks come from the default generator, so `torch.manual_seed` /
-`seed_everything` make them reproducible.
+cores that draw is most of its cost. Here each element gets 16 bits, and it is dropped when
+they fall below round(p * 65536): the drop rate is p to within 1/131072 (0.1 becomes
+0.100006), and kept values are scaled by 1 / (1 - that rate) so the expectation is unchanged.
+
+Where the fused GRU's C++ extension loads (`fused_gru.compiled_loops`), the bits are a hash of
+(seed, element index) (`hashed_dropout.cpp`): one seed drawn from torch's default generator
+per call, then forward and backward each recompute the mask while they scale, one pass each
+way and no mask kept between them. The gru_attn step's three dropouts (embeddings, and between
+the encoder's and the decoder's layers) then take ~0.5 instead of ~2.5 ms (fp32) and ~3.5 ms
+(bf16) forward + backward on 2 cores (`python -m dialoglab.bench --only utilisation`, the
+dropout rows). Without the extension one 64-bit `torch.randint` draw gives four elements 16
+bits each (`DIALOGLAB_HASHED_DROPOUT=0` keeps that path too). Other devices use `F.dropout`.
+Both paths take their randomness from the default generator, so `torch.manual_seed` /
+`seed_everything` make the masks reproducible (the two paths draw different masks).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 _LEVELS = 1 << 16  # 16-bit buckets per element
+# The hashed masks of hashed_dropout.cpp where the extension loads (DIALOGLAB_HASHED_DROPOUT=0:
+# torch.randint's).
+HASHED = os.environ.get("DIALOGLAB_HASHED_DROPOUT", "1") != "0"
+
+
+def _hashed_applies(x: torch.Tensor) -> bool:
+    """Whether hashed_dropout.cpp takes x: fp32 or bf16, the extension built and not turned off."""
+    if not HASHED or x.dtype not in (torch.float32, torch.bfloat16):
+        return False
+    from dialoglab.models.components import fused_gru  # (it imports this module)
+
+    return fused_gru.compiled_loops()
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -29,11 +49,14 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if x.device.type != "cpu" or p == 1.0 or not x.is_floating_point():
         return F.dropout(x, p, training=True)
     threshold = round(p * _LEVELS)  # drop where the bits, read as 0..65535, are below this
+    scale = _LEVELS / (_LEVELS - threshold)
+    if _hashed_applies(x):
+        seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
+        return _HashedDropout.apply(x, seed, threshold, scale)
     n = x.numel()
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
     bits = words.view(torch.int16)[:n].view(x.shape)  # uniform over -32768..32767
     keep = bits >= threshold - _LEVELS // 2
-    scale = _LEVELS / (_LEVELS - threshold)
     if x.dtype in (torch.float32, torch.float64):
         return _ScaledMask.apply(x, keep.to(x.dtype).mul_(scale))
     # A bf16 / fp16 mask would round the scale (a biased expectation): scale the product instead.
@@ -54,6 +77,20 @@ class _ScaledMask(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         (mask,) = ctx.saved_tensors
         return grad * mask, None
+
+
+class _HashedDropout(torch.autograd.Function):
+    """x * scale where the hash of (seed, index) keeps an element, else 0; the gradient likewise
+    (the same mask, recomputed)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, seed: int, threshold: int, scale: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.mask = (seed, threshold, scale)
+        return torch.ops.dialoglab_gru.hashed_dropout(x, seed, threshold, scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
+        return torch.ops.dialoglab_gru.hashed_dropout(grad, *ctx.mask), None, None, None
 
 
 class Dropout(nn.Module):

@@ -55,13 +55,15 @@ from dialoglab.models.components import onednn, row_buckets
 from dialoglab.models.components.dropout import dropout
 
 log = logging.getLogger(__name__)
-# The extension: the training loops, int8 inference (models/components/int8_gru.py) and the
-# cross-entropy pass of linear_cross_entropy.py; all include gru_gates.h.
+# The extension: the training loops, int8 inference (models/components/int8_gru.py), the
+# cross-entropy pass of linear_cross_entropy.py and dropout.py's hashed masks; all include
+# gru_gates.h.
 _HERE = Path(__file__).parent
 LOOPS_SOURCES = [
     _HERE / "fused_gru_loops.cpp",
     _HERE / "int8_decoding.cpp",
     _HERE / "softmax_xent.cpp",
+    _HERE / "hashed_dropout.cpp",
 ]
 LOOPS_HEADER = _HERE / "gru_gates.h"
 _loops_state: dict[str, bool] = {}  # "loaded": whether the C++ loops are usable (once tried)
@@ -87,7 +89,7 @@ def compiled_loops() -> bool:
             # The build cache is keyed on the sources and flags; the header's digest as a flag
             # rebuilds it when only the header changed.
             header = hashlib.sha1(LOOPS_HEADER.read_bytes()).hexdigest()[:16]
-            if not hasattr(torch.ops.dialoglab_gru, "int8_forward_loop"):
+            if not hasattr(torch.ops.dialoglab_gru, "hashed_dropout"):
                 log.info("building the fused GRU's C++ loops (once; ~40 s)")
                 load(
                     "dialoglab_fused_gru_loops",
