@@ -43,6 +43,7 @@ from dialoglab.bench.workloads import (
     synthetic_batch,
     take_batches,
 )
+from dialoglab.models.components import dropout as dropout_module
 from dialoglab.models.components import fused_gru, onednn
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per_step
 from dialoglab.models.components.linear_cross_entropy import summed_nll
@@ -112,7 +113,9 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     output layer W_o an nn.Linear (weight stored (out, in)) instead of `ColumnMajorLinear`;
     fp32 also with the C++ loops' gate maths as ATen ops (`fused_gru.FUSED_GATES` off), with
     its matmuls through the library this CPU's default does not pick (`fp32_other_library`:
-    oneDNN or MKL, `onednn.ENABLED` flipped; where the build has oneDNN), and the fp32 step's
+    oneDNN or MKL, `onednn.ENABLED` flipped; where the build has oneDNN); both with the loss
+    apart from W_o (`unfused_nll`) and with torch.randint's dropout masks (`dropout.HASHED`
+    off); and the fp32 step's
     matrix products alone (`fp32_matmuls`, bench/matmul_replay.py). Also returns that replay
     of the step's products."""
     set_seed(0)
@@ -127,22 +130,27 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
         nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
     for name in ("fp32_aten_gates", "fp32_unfused_loss", "bf16_unfused_loss"):
         nets[name] = copy.deepcopy(net)
+    for name in ("fp32_randint_dropout", "bf16_randint_dropout"):
+        nets[name] = copy.deepcopy(net)
     if onednn.AVAILABLE:
         nets["fp32_other_library"] = copy.deepcopy(net)
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
     library = onednn.ENABLED  # this CPU's default (or DIALOGLAB_ONEDNN)
+    hashed = dropout_module.HASHED  # (or DIALOGLAB_HASHED_DROPOUT)
 
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
         onednn.ENABLED = library != (name == "fp32_other_library")
+        dropout_module.HASHED = hashed and not name.endswith("_randint_dropout")
         forward = unfused_nll if name.endswith("_unfused_loss") else None
         try:
             return our_step(nets[name], optimizers[name], batch, "bf16" in name, forward=forward)
         finally:
             fused_gru.FUSED_GATES = setting
             onednn.ENABLED = library
+            dropout_module.HASHED = hashed
 
     times = time_interleaved(
         {**{name: (lambda name=name: step(name)) for name in nets}, "fp32_matmuls": matmuls},
@@ -228,17 +236,28 @@ def loss_curves(size: GRUSize, steps: int, quick: bool) -> dict[str, float]:
 
 def dropout_timing(quick: bool) -> dict[str, float]:
     """Median seconds of forward + backward dropout (p=0.1) on a (T, B, 2H) bf16 activation, as
-    between the encoder's layers: `F.dropout` vs `models/components/dropout.py`."""
+    between the encoder's layers: `F.dropout` vs `models/components/dropout.py`, with its
+    hashed masks (`hashed_dropout.cpp`, where the extension loads) and with torch.randint's."""
     from torch.nn import functional as F
 
     from dialoglab.models.components.dropout import dropout
 
     x = torch.randn(10, 64, 50 if quick else 1000, dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn_like(x)
+    hashed = dropout_module.HASHED
+
+    def ours(with_hash: bool) -> None:
+        dropout_module.HASHED = hashed and with_hash
+        try:
+            dropout(x, 0.1).backward(grad)
+        finally:
+            dropout_module.HASHED = hashed
+
     times = time_interleaved(
         {
             "F.dropout": lambda: F.dropout(x, 0.1, training=True).backward(grad),
-            "ours": lambda: dropout(x, 0.1).backward(grad),
+            "ours": lambda: ours(True),
+            "ours, randint masks": lambda: ours(False),
         },
         repeats=5 if quick else 30,
         warmup=2,
@@ -305,6 +324,12 @@ _UNDONE = {
         "fused output layer + loss: time saved",
         "W_o's logits, then F.cross_entropy (utilisation.unfused_nll) instead of "
         "models/components/linear_cross_entropy.py",
+    ),
+    "randint_dropout": (
+        "with dropout masks from torch.randint",
+        "hashed dropout masks: time saved",
+        "dropout.HASHED off: 64-bit torch.randint draws, a mask buffer and its passes, instead "
+        "of models/components/hashed_dropout.cpp",
     ),
 }
 
@@ -483,11 +508,13 @@ def run(quick: bool = False) -> list[Figure]:
         ),
         *_library_rows(times, all_times),
         *_undone_rows(times, all_times, "fp32", "fp32", "unfused_loss"),
+        *_undone_rows(times, all_times, "fp32", "fp32", "randint_dropout"),
         *_encoder_rows(encoder, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "linear_w_o"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "unfused_loss"),
+        *_undone_rows(times, all_times, "bf16", "bf16-autocast", "randint_dropout"),
         Figure(
             "dropout fwd+bwd, F.dropout",
             round(drop["F.dropout"] * 1e3, 2),
@@ -497,6 +524,14 @@ def run(quick: bool = False) -> list[Figure]:
         Figure(
             "dropout fwd+bwd, models/components/dropout.py",
             round(drop["ours"] * 1e3, 2),
+            "ms",
+            note="masks hashed from (seed, index) in C++"
+            if fused_gru.compiled_loops() and dropout_module.HASHED
+            else "torch.randint masks (no C++ extension here)",
+        ),
+        Figure(
+            "dropout fwd+bwd, models/components/dropout.py with torch.randint masks",
+            round(drop["ours, randint masks"] * 1e3, 2),
             "ms",
             note="16 random bits per element, 64 at a time",
         ),
