@@ -99,3 +99,15 @@ def test_hashed_op_rejects_what_it_cannot_take() -> None:
     # float64 input takes the randint path through `dropout`, with its own mask
     y = dropout(torch.ones(64, 64, dtype=torch.float64), 0.5)
     assert y.dtype == torch.float64 and 0.4 < (y == 0).double().mean().item() < 0.6
+
+
+def test_compiles_with_torch_compile() -> None:
+    """Under torch.compile's tracing the mask comes from the randint path's ATen ops (the C++
+    op has no symbolic-shape version); the compiled function drops and scales as eager does."""
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: dropout(x, 0.5) * 2.0, backend="eager", fullgraph=True)
+    torch.manual_seed(4)
+    y = compiled(torch.ones(64, 64))
+    assert 0.4 < (y == 0).float().mean().item() < 0.6
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 2.0 * 65536 / 32768))

@@ -32,8 +32,11 @@ HASHED = os.environ.get("DIALOGLAB_HASHED_DROPOUT", "1") != "0"
 
 
 def _hashed_applies(x: torch.Tensor) -> bool:
-    """Whether hashed_dropout.cpp takes x: fp32 or bf16, the extension built and not turned off."""
+    """Whether hashed_dropout.cpp takes x: fp32 or bf16, the extension built and not turned off,
+    and not inside torch.compile's tracing (which the randint path's ATen ops go through)."""
     if not HASHED or x.dtype not in (torch.float32, torch.bfloat16):
+        return False
+    if torch.compiler.is_compiling():
         return False
     from dialoglab.models.components import fused_gru  # (it imports this module)
 
