@@ -282,8 +282,9 @@ class GRULayerFunction(torch.autograd.Function):
             h_prev = pack_steps(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
             N = h_prev.size(0)
             d_out = d_outputs.to(cd)
+            parts = None  # the bias gradients' column sums (4H, fp32), where the loop makes them
             if compiled_loops() and _fused_gates(cd):  # gate gradients inside the C++ loop
-                d_gh, d_gi, dh = torch.ops.dialoglab_gru.backward_loop_fused(
+                d_gh, d_gi, dh, parts = torch.ops.dialoglab_gru.backward_loop_fused(
                     d_out, d_h_n.to(cd), h0.to(cd), hs, gh, rz, n, w_hh_c, active,
                     ctx.needs_input_grad[1], _use_onednn(hs, cd),
                 )  # fmt: skip
@@ -298,10 +299,16 @@ class GRULayerFunction(torch.autograd.Function):
             H = hs.size(2)
             biases = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
             sum_gi = sum_gh = None  # column sums of d_gi, d_gh (the bias gradients' parts)
+            if biases and parts is not None:  # summed by the loop: d_gi's 3H, then d_gh's n part
+                sum_gi = parts[: 3 * H].to(wd)
+                sum_gh = torch.cat([sum_gi[: 2 * H], parts[3 * H :].to(wd)])
+            sums_wanted = biases and parts is None
             if ctx.needs_input_grad[2]:
-                dw_ih, sum_gi = onednn.weight_grad(d_gi, x_p, wd, biases)
+                dw_ih, found = onednn.weight_grad(d_gi, x_p, wd, sums_wanted)
+                sum_gi = found if sums_wanted else sum_gi
             if ctx.needs_input_grad[3]:
-                dw_hh, sum_gh = onednn.weight_grad(d_gh, h_prev, wd, biases)
+                dw_hh, found = onednn.weight_grad(d_gh, h_prev, wd, sums_wanted)
+                sum_gh = found if sums_wanted else sum_gh
             if biases:
                 db_ih = d_gi.sum(0, dtype=wd) if sum_gi is None else sum_gi  # (3H,)
                 # d_gh's r and z columns are d_gi's: only its n part needs a sum of its own.

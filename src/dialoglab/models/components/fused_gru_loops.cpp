@@ -80,11 +80,31 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop(
   return {d_gh, d_h, dh};
 }
 
+// Adds one row's bias-gradient parts to its fp32 sums (4H): d_gi's r, z and n columns
+// (3H: b_ih's gradient, whose r and z parts are also b_hh's) and d_gh's n columns (H: the rest
+// of b_hh's). Read back right after the row is written, while it is in cache.
+template <typename S>
+DIALOGLAB_INLINE void add_bias_parts_row(int64_t H, const S* __restrict d_gi,
+                                         const S* __restrict d_gh, float* __restrict sums) {
+  for (int64_t j = 0; j < 3 * H; ++j) sums[j] += load(d_gi[j]);
+  for (int64_t j = 0; j < H; ++j) sums[3 * H + j] += load(d_gh[2 * H + j]);
+}
+DIALOGLAB_CLONES void add_bias_parts(int64_t H, const float* d_gi, const float* d_gh,
+                                     float* sums) {
+  add_bias_parts_row<float>(H, d_gi, d_gh, sums);
+}
+DIALOGLAB_CLONES void add_bias_parts(int64_t H, const uint16_t* d_gi, const uint16_t* d_gh,
+                                     float* sums) {
+  add_bias_parts_row<uint16_t>(H, d_gi, d_gh, sums);
+}
+
 // The backward loop in fp32 or bf16, the gate gradients computed step by step from the forward's saved
 // r|z (N, 2H), n (N, H) and gh (N, 3H) and the states h0 (B, H), hs (T, B, H), so no (N, 3, H)
-// coefficient buffer is built first. Returns d_gh (N, 3H), d_gi (N, 3H) (dL/d(x W_ih^T + b))
-// and dh (B, H), the state gradient into h0 (only meaningful with need_dh0).
-std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
+// coefficient buffer is built first. Returns d_gh (N, 3H), d_gi (N, 3H) (dL/d(x W_ih^T + b)),
+// dh (B, H), the state gradient into h0 (only meaningful with need_dh0), and the biases'
+// gradient parts (4H, fp32; `add_bias_parts_row`), summed over the rows as they are written
+// (a column sum of each (N, 3H) buffer afterwards costs a pass over it, ~0.2 ms each in bf16).
+std::tuple<Tensor, Tensor, Tensor, Tensor> backward_loop_fused(
     const Tensor& d_out_in, const Tensor& d_h_n, const Tensor& h0_in, const Tensor& hs,
     const Tensor& gh, const Tensor& rz, const Tensor& n, const Tensor& w_hh,
     at::IntArrayRef active, bool need_dh0, bool onednn) {
@@ -102,6 +122,10 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
   Tensor d_gi = at::empty({N, 3 * H}, gh.options());
   Tensor d_h = at::empty({B, H}, gh.options());  // this step's dL/dh at its output
   Tensor dh = d_h_n.contiguous().clone();  // the state gradient, rows updated in place
+  // sums of the bias parts per batch row (each step's row i is one thread's, whatever the row
+  // split), added up over the rows at the end: the same result with or without the split
+  Tensor sums = at::zeros({B, 4 * H}, gh.options().dtype(at::kFloat));
+  float* sums_p = sums.data_ptr<float>();
   Tensor w_hh_t = w_hh.t();
   int64_t offset = N;
   for (int64_t t = T - 1; t >= 0; --t) {
@@ -124,6 +148,8 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
         grads_backward(H, dh_p + i * H, do_p + i * H, h_prev + i * H, rz_p + i * 2 * H,
                        n_p + i * H, gh_p + i * 3 * H, d_h_p + i * H, d_gh_p + i * 3 * H,
                        d_gi_p + i * 3 * H);
+        add_bias_parts(H, d_gi_p + i * 3 * H, d_gh_p + i * 3 * H,
+                       sums_p + i * 4 * H);
       });
     });
     if (offset == 0 && !need_dh0) break;  // its product would only flow into h0
@@ -141,7 +167,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop_fused(
       });
     });
   }
-  return {d_gh, d_gi, dh};
+  return {d_gh, d_gi, dh, sums.sum(0)};
 }
 
 // Switch the gate passes' row split over threads on or off; returns the previous setting.
@@ -162,6 +188,6 @@ TORCH_LIBRARY(dialoglab_gru, m) {
   m.def(
       "backward_loop_fused(Tensor d_out, Tensor d_h_n, Tensor h0, Tensor hs, Tensor gh, "
       "Tensor rz, Tensor n, Tensor w_hh, int[] active, bool need_dh0, bool onednn) "
-      "-> (Tensor, Tensor, Tensor)",
+      "-> (Tensor, Tensor, Tensor, Tensor)",
       &backward_loop_fused);
 }
