@@ -9,9 +9,9 @@ Where the fused GRU's C++ extension loads (`fused_gru.compiled_loops`), the bits
 (seed, element index) (`hashed_dropout.cpp`): one seed drawn from torch's default generator
 per call, then forward and backward each recompute the mask while they scale, one pass each
 way and no mask kept between them. The gru_attn step's three dropouts (embeddings, and between
-the encoder's and the decoder's layers) then take ~0.5 instead of ~2.5 ms (fp32) and ~3.5 ms
-(bf16) forward + backward on 2 cores (`python -m dialoglab.bench --only utilisation`, the
-dropout rows). Without the extension one 64-bit `torch.randint` draw gives four elements 16
+the encoder's and the decoder's layers) then take ~0.5 instead of ~2.5 ms in fp32 and ~1.2
+instead of ~3.5 ms in bf16, forward + backward on 2 cores (a one-off timing; `python -m
+dialoglab.bench --only utilisation` times one of them, the dropout rows). Without the extension one 64-bit `torch.randint` draw gives four elements 16
 bits each (`DIALOGLAB_HASHED_DROPOUT=0` keeps that path too). Other devices use `F.dropout`.
 Both paths take their randomness from the default generator, so `torch.manual_seed` /
 `seed_everything` make the masks reproducible (the two paths draw different masks).
