@@ -96,6 +96,9 @@ def test_hashed_op_rejects_what_it_cannot_take() -> None:
         torch.ops.dialoglab_gru.hashed_dropout(torch.ones(4, dtype=torch.float64), 1, 100, 1.0)
     with pytest.raises(RuntimeError, match=r"threshold in \[0, 65536\]"):
         torch.ops.dialoglab_gru.hashed_dropout(torch.ones(4), 1, 70000, 1.0)
+    # a tensor past the hash's 32-bit index takes the randint path (checked by size alone)
+    assert not dropout_module._hashed_applies(torch.zeros(1, 1).expand(1 << 16, 1 << 16))
+    assert dropout_module._hashed_applies(torch.ones(8)) == dropout_module.HASHED
     # float64 input takes the randint path through `dropout`, with its own mask
     y = dropout(torch.ones(64, 64, dtype=torch.float64), 0.5)
     assert y.dtype == torch.float64 and 0.4 < (y == 0).double().mean().item() < 0.6

@@ -29,6 +29,7 @@ _LEVELS = 1 << 16  # 16-bit buckets per element
 # The hashed masks of hashed_dropout.cpp where the extension loads (DIALOGLAB_HASHED_DROPOUT=0:
 # torch.randint's).
 HASHED = os.environ.get("DIALOGLAB_HASHED_DROPOUT", "1") != "0"
+_MAX_HASHED = 1 << 32  # the hash takes a 32-bit element index: larger tensors take randint's
 
 
 def _hashed_applies(x: torch.Tensor) -> bool:
@@ -36,7 +37,7 @@ def _hashed_applies(x: torch.Tensor) -> bool:
     and not inside torch.compile's tracing (which the randint path's ATen ops go through)."""
     if not HASHED or x.dtype not in (torch.float32, torch.bfloat16):
         return False
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or x.numel() >= _MAX_HASHED:
         return False
     from dialoglab.models.components import fused_gru  # (it imports this module)
 
