@@ -114,3 +114,16 @@ def test_compiles_with_torch_compile() -> None:
     assert 0.4 < (y == 0).float().mean().item() < 0.6
     kept = y[y != 0]
     torch.testing.assert_close(kept, torch.full_like(kept, 2.0 * 65536 / 32768))
+
+
+def test_hashed_masks_switches_to_the_randint_masks_inside_the_block(
+    mask_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = torch.randn(32, 48)
+    torch.manual_seed(6)
+    with dropout_module.hashed_masks(False):
+        inside = dropout(x, 0.3)
+    assert (mask_path == "hashed") == dropout_module.HASHED  # restored
+    monkeypatch.setattr(dropout_module, "HASHED", False)
+    torch.manual_seed(6)
+    assert torch.equal(inside, dropout(x, 0.3))  # the randint path's mask

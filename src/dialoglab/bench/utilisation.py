@@ -128,9 +128,8 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     nets["fp32_nn_gru"].fused_rnn = nets["bf16_nn_gru"].fused_rnn = False
     for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
         nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
-    for name in ("fp32_aten_gates", "fp32_unfused_loss", "bf16_unfused_loss"):
-        nets[name] = copy.deepcopy(net)
-    for name in ("fp32_randint_dropout", "bf16_randint_dropout"):
+    copies = ("fp32_aten_gates", "fp32_unfused_loss", "bf16_unfused_loss")
+    for name in (*copies, "fp32_randint_dropout", "bf16_randint_dropout"):
         nets[name] = copy.deepcopy(net)
     if onednn.AVAILABLE:
         nets["fp32_other_library"] = copy.deepcopy(net)
@@ -138,19 +137,19 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
     library = onednn.ENABLED  # this CPU's default (or DIALOGLAB_ONEDNN)
-    hashed = dropout_module.HASHED  # (or DIALOGLAB_HASHED_DROPOUT)
 
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
         onednn.ENABLED = library != (name == "fp32_other_library")
-        dropout_module.HASHED = hashed and not name.endswith("_randint_dropout")
         forward = unfused_nll if name.endswith("_unfused_loss") else None
         try:
-            return our_step(nets[name], optimizers[name], batch, "bf16" in name, forward=forward)
+            with dropout_module.hashed_masks(not name.endswith("_randint_dropout")):
+                return our_step(
+                    nets[name], optimizers[name], batch, "bf16" in name, forward=forward
+                )
         finally:
             fused_gru.FUSED_GATES = setting
             onednn.ENABLED = library
-            dropout_module.HASHED = hashed
 
     times = time_interleaved(
         {**{name: (lambda name=name: step(name)) for name in nets}, "fp32_matmuls": matmuls},
@@ -244,14 +243,10 @@ def dropout_timing(quick: bool) -> dict[str, float]:
 
     x = torch.randn(10, 64, 50 if quick else 1000, dtype=torch.bfloat16, requires_grad=True)
     grad = torch.randn_like(x)
-    hashed = dropout_module.HASHED
 
-    def ours(with_hash: bool) -> None:
-        dropout_module.HASHED = hashed and with_hash
-        try:
+    def ours(hashed: bool) -> None:
+        with dropout_module.hashed_masks(hashed):
             dropout(x, 0.1).backward(grad)
-        finally:
-            dropout_module.HASHED = hashed
 
     times = time_interleaved(
         {

@@ -11,15 +11,19 @@ per call, then forward and backward each recompute the mask while they scale, on
 way and no mask kept between them. The gru_attn step's three dropouts (embeddings, and between
 the encoder's and the decoder's layers) then take ~0.5 instead of ~2.5 ms in fp32 and ~1.2
 instead of ~3.5 ms in bf16, forward + backward on 2 cores (a one-off timing; `python -m
-dialoglab.bench --only utilisation` times one of them, the dropout rows). Without the extension one 64-bit `torch.randint` draw gives four elements 16
-bits each (`DIALOGLAB_HASHED_DROPOUT=0` keeps that path too). Other devices use `F.dropout`.
+dialoglab.bench --only utilisation` times one of them, the dropout rows). Without the
+extension one 64-bit `torch.randint` draw gives four elements 16 bits each
+(`DIALOGLAB_HASHED_DROPOUT=0`, or `hashed_masks(False)`, keeps that path too). Other devices
+use `F.dropout`.
 Both paths take their randomness from the default generator, so `torch.manual_seed` /
 `seed_everything` make the masks reproducible (the two paths draw different masks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -30,6 +34,19 @@ _LEVELS = 1 << 16  # 16-bit buckets per element
 # torch.randint's).
 HASHED = os.environ.get("DIALOGLAB_HASHED_DROPOUT", "1") != "0"
 _MAX_HASHED = 1 << 32  # the hash takes a 32-bit element index: larger tensors take randint's
+
+
+@contextlib.contextmanager
+def hashed_masks(enabled: bool) -> Iterator[None]:
+    """Hashed masks off inside the block with enabled=False (on where `HASHED` already allows
+    them otherwise); the setting back afterwards."""
+    global HASHED
+    previous = HASHED
+    HASHED = previous and enabled
+    try:
+        yield
+    finally:
+        HASHED = previous
 
 
 def _hashed_applies(x: torch.Tensor) -> bool:

@@ -298,22 +298,22 @@ class GRULayerFunction(torch.autograd.Function):
                 dx = _unpack(onednn.mm(d_gi, w_ih_c)[:N], active, B).to(ctx.x_dtype)
             H = hs.size(2)
             biases = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
-            sum_gi = sum_gh = None  # column sums of d_gi, d_gh (the bias gradients' parts)
-            if biases and parts is not None:  # summed by the loop: d_gi's 3H, then d_gh's n part
-                sum_gi = parts[: 3 * H].to(wd)
-                sum_gh = torch.cat([sum_gi[: 2 * H], parts[3 * H :].to(wd)])
-            sums_wanted = biases and parts is None
+            from_products = biases and parts is None  # else the C++ loop summed them
+            sum_gi = sum_gh = None  # column sums of d_gi, d_gh that the weight gradients made
             if ctx.needs_input_grad[2]:
-                dw_ih, found = onednn.weight_grad(d_gi, x_p, wd, sums_wanted)
-                sum_gi = found if sums_wanted else sum_gi
+                dw_ih, sum_gi = onednn.weight_grad(d_gi, x_p, wd, from_products)
             if ctx.needs_input_grad[3]:
-                dw_hh, found = onednn.weight_grad(d_gh, h_prev, wd, sums_wanted)
-                sum_gh = found if sums_wanted else sum_gh
+                dw_hh, sum_gh = onednn.weight_grad(d_gh, h_prev, wd, from_products)
             if biases:
-                db_ih = d_gi.sum(0, dtype=wd) if sum_gi is None else sum_gi  # (3H,)
-                # d_gh's r and z columns are d_gi's: only its n part needs a sum of its own.
-                n_part = d_gh[:, 2 * H :].sum(0, dtype=wd) if sum_gh is None else sum_gh[2 * H :]
-                db_hh = torch.cat([db_ih[: 2 * H], n_part])
+                if parts is None:  # the products' sums, or passes over d_gi and d_gh
+                    parts = torch.cat([
+                        d_gi.sum(0, dtype=wd) if sum_gi is None else sum_gi,
+                        d_gh[:, 2 * H :].sum(0, dtype=wd) if sum_gh is None else sum_gh[2 * H :],
+                    ])  # fmt: skip
+                # d_gi's column sums (3H), then d_gh's n columns' (H): d_gh's r and z columns
+                # are d_gi's, so b_hh's gradient shares those.
+                db_ih = parts[: 3 * H].to(wd)
+                db_hh = torch.cat([db_ih[: 2 * H], parts[3 * H :].to(wd)])
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
 
