@@ -35,6 +35,7 @@ from dialoglab.bench.common import (
 )
 from dialoglab.bench.matmul_replay import Replay, record, time_groups
 from dialoglab.bench.workloads import (
+    STEP_PHASES,
     GRUSize,
     cornell_datamodule,
     make_optimizer,
@@ -166,6 +167,44 @@ def unfused_nll(net: GRUAttnSeq2Seq, batch: dict[str, torch.Tensor]) -> torch.Te
     keep = batch["target"] != net.config.pad_id
     logits = net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)  # (N, V)
     return summed_nll(logits, batch["target"][keep])
+
+
+def phase_timing(size: GRUSize, quick: bool) -> dict[str, float]:
+    """Median seconds of each phase of the fp32 training step (`our_step`'s `STEP_PHASES`:
+    forward, backward, gradient norm, optimizer), on a network of its own after two steps."""
+    set_seed(0)
+    net = GRUAttnSeq2Seq(size.config()).train()
+    batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
+    optimizer = make_optimizer(net)
+    for _ in range(2):
+        our_step(net, optimizer, batch)
+    phases: dict[str, list[float]] = {}
+    for _ in range(3 if quick else 12):
+        our_step(net, optimizer, batch, phases=phases)
+    return {name: median(phases[name]) for name in STEP_PHASES}
+
+
+def _phase_rows(phases: dict[str, float], flops: int, peak: float) -> list[Figure]:
+    """The fp32 step's phases, and the share of the peak its forward + backward reach alone (all
+    its FLOPs are there: the ceiling if clipping and the optimizer cost nothing)."""
+    compute = phases["forward"] + phases["backward"]
+    return [
+        *(
+            Figure(
+                f"gru_attn step fp32, {name}",
+                round(seconds * 1e3, 1),
+                "ms",
+                note="perf_counter between the phases of a step (workloads.our_step), median",
+            )
+            for name, seconds in phases.items()
+        ),
+        Figure(
+            "gru_attn step fp32, forward + backward alone / fp32 peak",
+            round(100 * flops / compute / 1e9 / peak, 1),
+            "%",
+            note=f"{compute * 1e3:.1f} ms: the step's share if clipping and Adam cost nothing",
+        ),
+    ]
 
 
 def encoder_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
@@ -448,6 +487,7 @@ def run(quick: bool = False) -> list[Figure]:
     achieved32 = flops / times["fp32"] / 1e9
     achieved16 = flops / times["bf16"] / 1e9
     drop = dropout_timing(quick)
+    phases = phase_timing(size, quick)
     encoder = encoder_timing(size, quick) if fused_gru.compiled_loops() else None
     steps = 10 if quick else 200
     curves = loss_curves(size, steps, quick)
@@ -484,6 +524,7 @@ def run(quick: bool = False) -> list[Figure]:
             note=f"{best32 * 1e3:.1f} ms: the step timed as the peak is (best of the runs)",
         ),
         *_matmuls_alone_rows(all_times, matmuls, flops, peak32, quick),
+        *_phase_rows(phases, flops, peak32),
         Figure(
             "page faults per fp32 step",
             round(faults),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,17 +101,31 @@ def our_step(
     bf16: bool = False,
     clip: float = 50.0,
     forward: Any = None,
+    phases: dict[str, list[float]] | None = None,
 ) -> float:
-    """One training step: parallel teacher-forced forward, loss per token, backward, clip, Adam."""
+    """One training step: parallel teacher-forced forward, loss per token, backward, clip, Adam.
+    With `phases`, each phase's seconds are appended under "forward", "backward", "gradient
+    norm" and "optimizer"."""
+    marks = [time.perf_counter()]
     optimizer.zero_grad(set_to_none=True)
     with autocast(bf16):
         nll = (forward or token_nll)(net, batch)
     tokens = (batch["target"] != net.config.pad_id).sum().clamp(min=1)
     loss = nll / tokens
+    marks.append(time.perf_counter())
     loss.backward()
+    marks.append(time.perf_counter())
     clip_grad_norm(list(net.parameters()), clip)  # as DialogueModule.configure_gradient_clipping
+    marks.append(time.perf_counter())
     optimizer.step()
+    marks.append(time.perf_counter())
+    if phases is not None:
+        for name, start, end in zip(STEP_PHASES, marks[:-1], marks[1:], strict=True):
+            phases.setdefault(name, []).append(end - start)
     return float(loss.detach())
+
+
+STEP_PHASES = ("forward", "backward", "gradient norm", "optimizer")
 
 
 @torch.no_grad()
