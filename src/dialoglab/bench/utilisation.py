@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import resource
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -94,17 +96,24 @@ def peaks(quick: bool) -> dict[str, tuple[float, int]]:
     return found
 
 
-def page_faults_per_step(size: GRUSize, steps: int) -> float:
-    """Minor page faults per fp32 training step, after two warm-up steps."""
+def warmed_fp32_step(size: GRUSize) -> Callable[..., float]:
+    """`our_step` on a fresh fp32 network (seed 0), its optimizer and one full-length batch,
+    after two warm-up steps; keyword arguments go to `our_step`."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
-    optimizer = make_optimizer(net)
+    step = functools.partial(our_step, net, make_optimizer(net), batch)
     for _ in range(2):
-        our_step(net, optimizer, batch)
+        step()
+    return step
+
+
+def page_faults_per_step(size: GRUSize, steps: int) -> float:
+    """Minor page faults per fp32 training step, after two warm-up steps."""
+    step = warmed_fp32_step(size)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
-        our_step(net, optimizer, batch)
+        step()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
 
 
@@ -172,15 +181,10 @@ def unfused_nll(net: GRUAttnSeq2Seq, batch: dict[str, torch.Tensor]) -> torch.Te
 def phase_timing(size: GRUSize, quick: bool) -> dict[str, float]:
     """Median seconds of each phase of the fp32 training step (`our_step`'s `STEP_PHASES`:
     forward, backward, gradient norm, optimizer), on a network of its own after two steps."""
-    set_seed(0)
-    net = GRUAttnSeq2Seq(size.config()).train()
-    batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
-    optimizer = make_optimizer(net)
-    for _ in range(2):
-        our_step(net, optimizer, batch)
+    step = warmed_fp32_step(size)
     phases: dict[str, list[float]] = {}
     for _ in range(3 if quick else 12):
-        our_step(net, optimizer, batch, phases=phases)
+        step(phases=phases)
     return {name: median(phases[name]) for name in STEP_PHASES}
 
 
