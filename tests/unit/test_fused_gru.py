@@ -364,3 +364,42 @@ def test_weight_gradients_match_through_either_library(
     x = torch.randn(B, T, I, requires_grad=True)
     lengths = torch.tensor(LENGTHS["unsorted"])
     _assert_matches_nn_gru(rnn, x, None, lengths, (1e-5, 1e-5), (1e-4, 1e-5))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_packed_recurrent_weight_gives_the_same_layer(precision, loops, monkeypatch):
+    """The C++ forward loop's products on oneDNN's packed W_hh (`onednn.packed_weight`, reordered
+    once per layer call) equal those on the plain weight; fp32 also equals nn.GRU."""
+    from dialoglab.models.components import onednn
+
+    if loops == "python":
+        pytest.skip("the Python loops take the plain weight")
+    monkeypatch.setattr(onednn, "ENABLED", onednn.AVAILABLE)
+    packed_calls = []
+    real = onednn.packed_weight
+
+    def spy(w, rows):
+        packed = real(w, rows)
+        packed_calls.append(packed is not None)
+        return packed
+
+    monkeypatch.setattr(onednn, "packed_weight", spy)
+    torch.manual_seed(0)
+    rnn = nn.GRU(I, H, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(B, T, I, requires_grad=True)
+    lengths = torch.tensor(LENGTHS["unsorted"])
+    results = {}
+    for packing in (True, False):
+        monkeypatch.setattr(onednn, "PACKED_WEIGHTS", packing)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out, h_n = fused_gru(rnn, x, lengths=lengths)
+        grads = torch.autograd.grad(out.float().square().sum(), [x, *rnn.parameters()])
+        results[packing] = (out.float(), h_n.float(), *grads)
+    if onednn.AVAILABLE and (precision == "fp32" or onednn._bf16_supported()):
+        assert packed_calls[:4] == [True] * 4 and packed_calls[4:] == [False] * 4
+    tol = {"rtol": 1e-5, "atol": 1e-5} if precision == "fp32" else {"rtol": 0.02, "atol": 0.02}
+    for a, b in zip(results[True], results[False], strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    if precision == "fp32":
+        monkeypatch.setattr(onednn, "PACKED_WEIGHTS", True)
+        _assert_matches_nn_gru(rnn, x, None, lengths, (1e-5, 1e-5), (1e-4, 1e-5))
