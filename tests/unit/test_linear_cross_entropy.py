@@ -13,6 +13,7 @@ from dialoglab.models.components import linear_cross_entropy as module
 from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 from dialoglab.models.components.linear_cross_entropy import (
     LinearCrossEntropyFunction,
+    column_sums,
     fused_applies,
     linear_cross_entropy,
     summed_nll,
@@ -194,3 +195,14 @@ def test_loss_pass_leaves_the_logits_alone_when_no_gradient_follows(loss_pass, d
     want = F.cross_entropy(logits[: M - 3].float(), targets, reduction="sum", label_smoothing=0.1)
     torch.testing.assert_close(loss.float(), want, rtol=1e-5, atol=1e-4)
     assert not written[M - 3 :].any() and not torch.equal(written, logits)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_column_sums_in_fp32_for_either_gradient_dtype(dtype):
+    g = torch.Generator().manual_seed(0)
+    grad = torch.randn(37, 300, generator=g).to(dtype)
+    sums = column_sums(grad)
+    assert sums.dtype == torch.float32 and sums.shape == (300,)
+    expected = grad.double().sum(0).float()
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 8e-3, "atol": 1e-2}
+    torch.testing.assert_close(sums, expected, **tol)

@@ -126,9 +126,9 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     its matmuls through the library this CPU's default does not pick (`fp32_other_library`:
     oneDNN or MKL, `onednn.ENABLED` flipped; where the build has oneDNN); both with the loss
     apart from W_o (`unfused_nll`) and with torch.randint's dropout masks (`dropout.HASHED`
-    off); and the fp32 step's
-    matrix products alone (`fp32_matmuls`, bench/matmul_replay.py). Also returns that replay
-    of the step's products."""
+    off); bf16 also with its products through torch.mm / addmm (`onednn.BF16_PRODUCTS` off);
+    and the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py). Also
+    returns that replay of the step's products."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
@@ -140,7 +140,7 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
         nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
     copies = ("fp32_aten_gates", "fp32_unfused_loss", "bf16_unfused_loss")
-    for name in (*copies, "fp32_randint_dropout", "bf16_randint_dropout"):
+    for name in (*copies, "fp32_randint_dropout", "bf16_randint_dropout", "bf16_aten_products"):
         nets[name] = copy.deepcopy(net)
     if onednn.AVAILABLE:
         nets["fp32_other_library"] = copy.deepcopy(net)
@@ -148,10 +148,12 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
     library = onednn.ENABLED  # this CPU's default (or DIALOGLAB_ONEDNN)
+    bf16_products = onednn.BF16_PRODUCTS  # DIALOGLAB_ONEDNN_BF16
 
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
         onednn.ENABLED = library != (name == "fp32_other_library")
+        onednn.BF16_PRODUCTS = bf16_products and name != "bf16_aten_products"
         forward = unfused_nll if name.endswith("_unfused_loss") else None
         try:
             with dropout_module.hashed_masks(not name.endswith("_randint_dropout")):
@@ -161,6 +163,7 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
         finally:
             fused_gru.FUSED_GATES = setting
             onednn.ENABLED = library
+            onednn.BF16_PRODUCTS = bf16_products
 
     times = time_interleaved(
         {**{name: (lambda name=name: step(name)) for name in nets}, "fp32_matmuls": matmuls},
@@ -375,6 +378,12 @@ _UNDONE = {
         "W_o's logits, then F.cross_entropy (utilisation.unfused_nll) instead of "
         "models/components/linear_cross_entropy.py",
     ),
+    "aten_products": (
+        "with bf16 products through torch's ops",
+        "bf16 products through oneDNN's linear op: time saved",
+        "onednn.BF16_PRODUCTS off: torch.mm / addmm (the bias copied into every output row "
+        "first) instead of mkldnn._linear_pointwise",
+    ),
     "randint_dropout": (
         "with dropout masks from torch.randint",
         "hashed dropout masks: time saved",
@@ -581,6 +590,7 @@ def run(quick: bool = False) -> list[Figure]:
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "linear_w_o"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "unfused_loss"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "randint_dropout"),
+        *_undone_rows(times, all_times, "bf16", "bf16-autocast", "aten_products"),
         Figure(
             "dropout fwd+bwd, F.dropout",
             round(drop["F.dropout"] * 1e3, 2),

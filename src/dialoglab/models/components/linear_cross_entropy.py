@@ -86,6 +86,17 @@ def _xent_with_aten_ops(
     return loss
 
 
+def column_sums(grad: torch.Tensor) -> torch.Tensor:
+    """(M, V) -> (V,) column sums in fp32. A bf16 `grad` is summed by a ones-row product through
+    oneDNN where it runs (fp32 accumulation, rounded to bf16 once, as the weight gradient is):
+    torch's bf16 sum with an fp32 result reads and converts it element by element, ~0.9 ms
+    against ~0.15 ms at (640, 8,000) on 2 CPU cores (one-off timing)."""
+    ones = grad.new_ones(1, grad.size(0))
+    if grad.dtype == torch.bfloat16 and onednn._usable(ones, grad.t()):
+        return onednn.mm(ones, grad)[0].float()
+    return grad.sum(0, dtype=torch.promote_types(grad.dtype, torch.float32))
+
+
 class LinearCrossEntropyFunction(torch.autograd.Function):
     """Summed cross-entropy of x @ W_t + b against targets; rows of x past len(targets) are
     padding (no loss, no gradient)."""
@@ -131,8 +142,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
                 x_scaled_t = (x_c * scale).t().contiguous()  # (I, M), row-major for oneDNN
                 dw_t = onednn.mm(x_scaled_t, grad).to(w_dtype)  # (I, V)
             if ctx.has_bias and ctx.needs_input_grad[2]:
-                sums = grad.sum(0, dtype=torch.promote_types(grad.dtype, torch.float32))
-                db = (sums * d_loss).to(b_dtype)  # (V,)
+                db = (column_sums(grad) * d_loss).to(b_dtype)  # (V,)
         return dx, dw_t, db, None, None
 
 

@@ -20,6 +20,7 @@ torch.mm's to float rounding (tests/unit/test_onednn.py).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -57,18 +58,38 @@ AVAILABLE = _op_available()
 ENABLED = AVAILABLE and faster_here()
 
 
+@functools.cache
+def _bf16_supported() -> bool:
+    """Whether this CPU runs oneDNN's bf16 products (AVX-512 or newer)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# bf16 products through the same op: torch.mm's bf16 path is oneDNN's matmul already, but
+# addmm first copies the bias into every output row and the transposed operands take other
+# routes (python -m dialoglab.bench --only utilisation, row "bf16 products through oneDNN's
+# linear op: time saved"). DIALOGLAB_ONEDNN_BF16=0 leaves bf16 to torch's ops.
+BF16_PRODUCTS = os.environ.get("DIALOGLAB_ONEDNN_BF16", "1") != "0"
+
+
 def _usable(a: torch.Tensor, w_t: torch.Tensor) -> bool:
-    """oneDNN takes a @ w_t^T for fp32 CPU tensors, a row-major, w_t either layout."""
-    return (
-        ENABLED
-        and a.device.type == "cpu"
-        and a.dtype == torch.float32
-        and w_t.dtype == torch.float32
+    """oneDNN takes a @ w_t^T for CPU tensors, a row-major, w_t either layout: fp32 where it is
+    this CPU's default (`ENABLED`), bf16 where the CPU has oneDNN's bf16 (`BF16_PRODUCTS`)."""
+    if not (
+        a.device.type == "cpu"
         and a.dim() == 2
         and a.is_contiguous()
         and a.size(0) > 0
         and (w_t.is_contiguous() or w_t.t().is_contiguous())
-    )
+    ):
+        return False
+    if a.dtype == w_t.dtype == torch.float32:
+        return ENABLED
+    if a.dtype == w_t.dtype == torch.bfloat16:
+        return BF16_PRODUCTS and AVAILABLE and _bf16_supported()
+    return False
 
 
 def onednn_linear(
@@ -100,14 +121,6 @@ def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 PACKED_WEIGHTS = os.environ.get("DIALOGLAB_ONEDNN_PACKED", "1") != "0"
 
 
-def _bf16_supported() -> bool:
-    """Whether this CPU runs oneDNN's bf16 products (AVX-512 or newer)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def packed_weight(w: torch.Tensor, rows: int) -> torch.Tensor | None:
     """(N, K) row-major `w` reordered into oneDNN's blocked layout for products x @ w^T of about
     `rows` rows (`onednn_linear(x, packed, b)`), or None where that does not apply: packing off,
@@ -136,7 +149,7 @@ def weight_grad(
     d_y's column sums (N,), both in `dtype`: through oneDNN's inner-product weight gradient
     (`aten::mkldnn_linear_backward_weights` on oneDNN copies of both operands) for fp32, or
     torch.mm of the transposed d_y (MKL; summed in `dtype`) where oneDNN does not apply."""
-    usable = _usable(d_y, x) and dtype == torch.float32 and d_y.size(1) > 0
+    usable = _usable(d_y, x) and d_y.dtype == dtype == torch.float32 and d_y.size(1) > 0
     if WEIGHT_GRADS and usable:
         backward_weights = torch.ops.aten.mkldnn_linear_backward_weights
         like = d_y.new_empty(0)  # the op takes the gradient's dtype and device from a weight
