@@ -46,25 +46,27 @@ def test_usable_only_for_row_major_fp32_cpu_left_operands(on):
     assert not onednn._usable(a.t().contiguous().t(), w)  # a transposed: MKL's case
     assert not onednn._usable(a.double(), w.double())
     assert not onednn._usable(a[:0], w)  # no rows
+    assert not onednn._usable(a.bfloat16(), w.bfloat16())  # bf16: `_bf16_usable`'s
     assert not onednn._usable(a, w.bfloat16())  # mixed dtypes
 
 
 @needs_onednn
-def test_bf16_products_where_the_cpu_has_them(monkeypatch):
-    """bf16 goes through oneDNN's op whatever the fp32 default (torch's bf16 mm is oneDNN's
-    matmul too), where the CPU runs it and DIALOGLAB_ONEDNN_BF16 is not 0; results stay
-    torch's to bf16 rounding."""
+def test_bf16_biased_products_where_the_cpu_has_them(monkeypatch):
+    """bf16 x @ w^T + b goes through oneDNN's op whatever the fp32 default (torch's bf16 addmm is
+    oneDNN's matmul too), where the CPU runs it and DIALOGLAB_ONEDNN_BF16 is not 0; bf16 without
+    a bias stays torch.mm's; results stay torch's to bf16 rounding."""
     monkeypatch.setattr(onednn, "ENABLED", False)
     g = torch.Generator().manual_seed(0)
     a = torch.randn(37, 50, generator=g).bfloat16()
     w = torch.randn(60, 50, generator=g).bfloat16()  # (N, K)
     bias = torch.randn(60, generator=g).bfloat16()
-    assert onednn._usable(a, w) == onednn._bf16_supported()
+    assert onednn._bf16_usable(a, w) == onednn._bf16_supported()
+    assert not onednn._usable(a, w)
     for b in (w.t(), w.t().contiguous()):
         torch.testing.assert_close(onednn.mm(a, b), a @ b, rtol=0.02, atol=0.05)
         torch.testing.assert_close(onednn.addmm(bias, a, b), a @ b + bias, rtol=0.02, atol=0.05)
     monkeypatch.setattr(onednn, "BF16_PRODUCTS", False)
-    assert not onednn._usable(a, w)
+    assert not onednn._bf16_usable(a, w)
 
 
 def test_fallbacks_keep_torch_results_for_other_operands(enabled):

@@ -53,16 +53,12 @@ from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq, count_flops_per
 from dialoglab.models.components.linear_cross_entropy import summed_nll
 
 
-def matmul_gflops(
-    dtype: torch.dtype,
-    n: int,
-    repeats: int,
-    library: str = "torch.mm",
-    device: torch.device | None = None,
-) -> float:
-    """Best GFLOP/s of an (n x n) @ (n x n) matmul through torch.mm (into a preallocated
-    output) or through oneDNN (`library="oneDNN"`, fp32 on the CPU), on `device` (the CPU by
-    default; on CUDA each call waits for the device)."""
+def square_product(
+    dtype: torch.dtype, n: int, library: str = "torch.mm", device: torch.device | None = None
+) -> Callable[[], None]:
+    """One (n x n) @ (n x n) matmul per call through torch.mm (into a preallocated output) or
+    through oneDNN (`library="oneDNN"`, fp32 on the CPU), on `device` (the CPU by default; on
+    CUDA each call waits for the device)."""
     device = device or torch.device("cpu")
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device, dtype)
@@ -74,8 +70,20 @@ def matmul_gflops(
             return onednn.onednn_linear(a, b.t())
         return torch.mm(a, b, out=out)
 
+    return synchronized(product, device)
+
+
+def matmul_gflops(
+    dtype: torch.dtype,
+    n: int,
+    repeats: int,
+    library: str = "torch.mm",
+    device: torch.device | None = None,
+) -> float:
+    """Best GFLOP/s of `square_product(dtype, n, library, device)`."""
+    product = square_product(dtype, n, library, device)
     # warm-up (thread pool, kernel choice, page faults), then the best of the timed calls
-    best = min(time_calls(synchronized(product, device), repeats, warmup=1))
+    best = min(time_calls(product, repeats, warmup=1))
     return 2 * n**3 / best / 1e9
 
 
@@ -118,7 +126,9 @@ def page_faults_per_step(size: GRUSize, steps: int) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
 
 
-def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Replay]:
+def step_timing(
+    size: GRUSize, quick: bool, probe: tuple[str, int]
+) -> tuple[dict[str, list[float]], Replay]:
     """Seconds (all timed calls) of the fp32 and the bf16-autocast training step on one
     full-length batch, each also with nn.GRU layers (`model.fused_rnn=false`) and with the
     output layer W_o an nn.Linear (weight stored (out, in)) instead of `ColumnMajorLinear`;
@@ -126,9 +136,11 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     its matmuls through the library this CPU's default does not pick (`fp32_other_library`:
     oneDNN or MKL, `onednn.ENABLED` flipped; where the build has oneDNN); both with the loss
     apart from W_o (`unfused_nll`) and with torch.randint's dropout masks (`dropout.HASHED`
-    off); bf16 also with its products through torch.mm / addmm (`onednn.BF16_PRODUCTS` off);
-    and the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py). Also
-    returns that replay of the step's products."""
+    off); bf16 also with its biased products through torch.addmm (`onednn.BF16_PRODUCTS` off);
+    and the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py); and
+    `probe` = (library, n), the fp32 peak's square matmul (`fp32_peak_probe`), so that each
+    round also reads the rate a dense matmul gets at that moment. Also returns that replay of
+    the step's products."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
@@ -140,7 +152,7 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
         nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
     copies = ("fp32_aten_gates", "fp32_unfused_loss", "bf16_unfused_loss")
-    for name in (*copies, "fp32_randint_dropout", "bf16_randint_dropout", "bf16_aten_products"):
+    for name in (*copies, "fp32_randint_dropout", "bf16_randint_dropout", "bf16_aten_addmm"):
         nets[name] = copy.deepcopy(net)
     if onednn.AVAILABLE:
         nets["fp32_other_library"] = copy.deepcopy(net)
@@ -153,7 +165,7 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
     def step(name: str) -> float:
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
         onednn.ENABLED = library != (name == "fp32_other_library")
-        onednn.BF16_PRODUCTS = bf16_products and name != "bf16_aten_products"
+        onednn.BF16_PRODUCTS = bf16_products and name != "bf16_aten_addmm"
         forward = unfused_nll if name.endswith("_unfused_loss") else None
         try:
             with dropout_module.hashed_masks(not name.endswith("_randint_dropout")):
@@ -166,7 +178,11 @@ def step_timing(size: GRUSize, quick: bool) -> tuple[dict[str, list[float]], Rep
             onednn.BF16_PRODUCTS = bf16_products
 
     times = time_interleaved(
-        {**{name: (lambda name=name: step(name)) for name in nets}, "fp32_matmuls": matmuls},
+        {
+            **{name: (lambda name=name: step(name)) for name in nets},
+            "fp32_matmuls": matmuls,
+            "fp32_peak_probe": square_product(torch.float32, probe[1], probe[0]),
+        },
         repeats=3 if quick else 8,
         warmup=1 if quick else 2,
         settle=0 if quick else 1,  # a step after a step of the same network, as in training
@@ -378,11 +394,11 @@ _UNDONE = {
         "W_o's logits, then F.cross_entropy (utilisation.unfused_nll) instead of "
         "models/components/linear_cross_entropy.py",
     ),
-    "aten_products": (
-        "with bf16 products through torch's ops",
-        "bf16 products through oneDNN's linear op: time saved",
-        "onednn.BF16_PRODUCTS off: torch.mm / addmm (the bias copied into every output row "
-        "first) instead of mkldnn._linear_pointwise",
+    "aten_addmm": (
+        "with bf16 biased products through torch's addmm",
+        "bf16 biased products through oneDNN's linear op: time saved",
+        "onednn.BF16_PRODUCTS off: torch.addmm (the bias copied into every output row first) "
+        "instead of mkldnn._linear_pointwise",
     ),
     "randint_dropout": (
         "with dropout masks from torch.randint",
@@ -458,6 +474,25 @@ def _matmuls_alone_rows(
     ]
 
 
+def _alongside_row(all_times: dict[str, list[float]], flops: int, probe: tuple[str, int]) -> Figure:
+    """The fp32 step's FLOP/s over the peak's square matmul's, both timed in the same rounds
+    (median of the per-round ratios): the step's share of what a dense matmul got at those
+    moments, apart from the clock and load changes between the peak's and the step's timing."""
+    library, n = probe
+    ratios = [
+        (flops / step) / (2 * n**3 / product)
+        for step, product in zip(all_times["fp32"], all_times["fp32_peak_probe"], strict=True)
+    ]
+    rates = [2 * n**3 / t / 1e9 for t in all_times["fp32_peak_probe"]]
+    return Figure(
+        "gru_attn step fp32 / a dense matmul timed alongside",
+        round(100 * median(ratios), 1),
+        "%",
+        note=f"{library} n={n} in every round of the step timings (read "
+        f"{min(rates):.0f}-{max(rates):.0f} GFLOP/s); median of the per-round ratios",
+    )
+
+
 def _encoder_rows(times: dict[str, list[float]] | None, size: GRUSize) -> list[Figure]:
     """`encoder_timing`'s rows (none without the C++ loops, which hold the gate passes)."""
     if times is None:
@@ -513,7 +548,9 @@ def run(quick: bool = False) -> list[Figure]:
     size = GRUSize.for_run(quick)
     threads = torch.get_num_threads()
     before = peaks(quick)
-    all_times, matmuls = step_timing(size, quick)
+    library = max((k for k in before if k.startswith("fp32")), key=lambda k: before[k][0])
+    probe = (library.split()[1], before[library][1])  # the fp32 peak's library and size
+    all_times, matmuls = step_timing(size, quick, probe)
     times = {name: median(ts) for name, ts in all_times.items()}
     best32 = min(all_times["fp32"])
     found = {name: max(value, peaks(quick)[name]) for name, value in before.items()}  # best of 2
@@ -562,6 +599,7 @@ def run(quick: bool = False) -> list[Figure]:
             "%",
             note=f"{best32 * 1e3:.1f} ms: the step timed as the peak is (best of the runs)",
         ),
+        _alongside_row(all_times, flops, probe),
         *_matmuls_alone_rows(all_times, matmuls, flops, peak32, quick),
         *_phase_rows(phases, flops, peak32),
         Figure(
@@ -590,7 +628,7 @@ def run(quick: bool = False) -> list[Figure]:
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "linear_w_o"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "unfused_loss"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "randint_dropout"),
-        *_undone_rows(times, all_times, "bf16", "bf16-autocast", "aten_products"),
+        *_undone_rows(times, all_times, "bf16", "bf16-autocast", "aten_addmm"),
         Figure(
             "dropout fwd+bwd, F.dropout",
             round(drop["F.dropout"] * 1e3, 2),

@@ -67,29 +67,38 @@ def _bf16_supported() -> bool:
         return False
 
 
-# bf16 products through the same op: torch.mm's bf16 path is oneDNN's matmul already, but
-# addmm first copies the bias into every output row and the transposed operands take other
-# routes (python -m dialoglab.bench --only utilisation, row "bf16 products through oneDNN's
-# linear op: time saved"). DIALOGLAB_ONEDNN_BF16=0 leaves bf16 to torch's ops.
+# bf16 biased products (x @ w^T + b) through the same op: torch's bf16 addmm is oneDNN's matmul
+# too, but first copies the bias into every output row (python -m dialoglab.bench --only
+# utilisation, row "bf16 biased products through oneDNN's linear op: time saved"); its bf16 mm
+# is as fast as the op. DIALOGLAB_ONEDNN_BF16=0 leaves bf16 to torch's addmm.
 BF16_PRODUCTS = os.environ.get("DIALOGLAB_ONEDNN_BF16", "1") != "0"
 
 
-def _usable(a: torch.Tensor, w_t: torch.Tensor) -> bool:
-    """oneDNN takes a @ w_t^T for CPU tensors, a row-major, w_t either layout: fp32 where it is
-    this CPU's default (`ENABLED`), bf16 where the CPU has oneDNN's bf16 (`BF16_PRODUCTS`)."""
-    if not (
+def _layout_ok(a: torch.Tensor, w_t: torch.Tensor) -> bool:
+    """oneDNN takes a @ w_t^T for 2-D CPU tensors, a row-major and not empty, w_t either layout."""
+    return (
         a.device.type == "cpu"
         and a.dim() == 2
         and a.is_contiguous()
         and a.size(0) > 0
         and (w_t.is_contiguous() or w_t.t().is_contiguous())
-    ):
-        return False
-    if a.dtype == w_t.dtype == torch.float32:
-        return ENABLED
-    if a.dtype == w_t.dtype == torch.bfloat16:
-        return BF16_PRODUCTS and AVAILABLE and _bf16_supported()
-    return False
+    )
+
+
+def _usable(a: torch.Tensor, w_t: torch.Tensor) -> bool:
+    """oneDNN takes a @ w_t^T for fp32 where it is this CPU's default (`ENABLED`)."""
+    return ENABLED and a.dtype == w_t.dtype == torch.float32 and _layout_ok(a, w_t)
+
+
+def _bf16_usable(a: torch.Tensor, w_t: torch.Tensor) -> bool:
+    """oneDNN takes a @ w_t^T + b for bf16 where the CPU has its bf16 products."""
+    return (
+        BF16_PRODUCTS
+        and AVAILABLE
+        and a.dtype == w_t.dtype == torch.bfloat16
+        and _layout_ok(a, w_t)
+        and _bf16_supported()
+    )
 
 
 def onednn_linear(
@@ -109,7 +118,7 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b + bias for (M, K) a, (K, N) b and an (N,) bias."""
-    if bias.dim() == 1 and bias.dtype == a.dtype and _usable(a, b.t()):
+    if bias.dim() == 1 and bias.dtype == a.dtype and (_usable(a, b.t()) or _bf16_usable(a, b.t())):
         return onednn_linear(a, b.t(), bias)
     return torch.addmm(bias, a, b)
 
@@ -149,7 +158,7 @@ def weight_grad(
     d_y's column sums (N,), both in `dtype`: through oneDNN's inner-product weight gradient
     (`aten::mkldnn_linear_backward_weights` on oneDNN copies of both operands) for fp32, or
     torch.mm of the transposed d_y (MKL; summed in `dtype`) where oneDNN does not apply."""
-    usable = _usable(d_y, x) and d_y.dtype == dtype == torch.float32 and d_y.size(1) > 0
+    usable = _usable(d_y, x) and dtype == torch.float32 and d_y.size(1) > 0
     if WEIGHT_GRADS and usable:
         backward_weights = torch.ops.aten.mkldnn_linear_backward_weights
         like = d_y.new_empty(0)  # the op takes the gradient's dtype and device from a weight
