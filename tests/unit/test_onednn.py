@@ -156,33 +156,3 @@ def test_weight_grad_of_bf16_operands_comes_back_in_the_asked_dtype():
     dw, db = onednn.weight_grad(d_y, x, torch.float32, with_bias=True)
     assert dw.dtype == db.dtype == torch.float32
     torch.testing.assert_close(dw, d_y.float().t() @ x.float(), rtol=2e-2, atol=2e-2)
-
-
-@needs_onednn
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_weight_gives_the_plain_weights_products(on, dtype):
-    if dtype == torch.bfloat16 and not onednn._bf16_supported():
-        pytest.skip("this CPU has no oneDNN bf16 products")
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(60, 50, generator=g).to(dtype)  # (N, K)
-    bias = torch.randn(60, generator=g).to(dtype)
-    packed = onednn.packed_weight(w, 16)
-    assert packed is not None and packed.layout == torch._mkldnn
-    for rows in (16, 5, 1):  # the hinted row count, fewer rows (later time steps), one
-        a = torch.randn(rows, 50, generator=g).to(dtype)
-        got = onednn.onednn_linear(a, packed, bias)
-        tol = {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {}
-        torch.testing.assert_close(got, onednn.onednn_linear(a, w, bias), **tol)
-
-
-@needs_onednn
-def test_packed_weight_only_where_its_products_run(monkeypatch):
-    w = torch.randn(6, 4)
-    monkeypatch.setattr(onednn, "ENABLED", False)  # fp32 is MKL's here: no packing
-    assert onednn.packed_weight(w, 8) is None
-    monkeypatch.setattr(onednn, "ENABLED", True)
-    assert onednn.packed_weight(w, 8) is not None
-    assert onednn.packed_weight(w.t().contiguous().t(), 8) is None  # not row-major
-    assert onednn.packed_weight(w.double(), 8) is None
-    monkeypatch.setattr(onednn, "PACKED_WEIGHTS", False)  # DIALOGLAB_ONEDNN_PACKED=0
-    assert onednn.packed_weight(w, 8) is None

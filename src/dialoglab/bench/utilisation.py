@@ -39,7 +39,6 @@ from dialoglab.bench.matmul_replay import Replay, record, time_groups
 from dialoglab.bench.workloads import (
     STEP_PHASES,
     GRUSize,
-    autocast,
     cornell_datamodule,
     make_optimizer,
     mean_nll,
@@ -233,41 +232,30 @@ def _phase_rows(phases: dict[str, float], flops: int, peak: float) -> list[Figur
 
 def encoder_timing(size: GRUSize, quick: bool) -> dict[str, list[float]]:
     """Seconds of forward + backward through gru_attn's encoder GRU (bidirectional, `size`'s
-    layers, hidden, batch and length; fused), interleaved: fp32 as it runs (`default`), with
-    each step's gate passes on one thread (`fused_gru.parallel_rows`), with every weight
-    gradient on MKL (`onednn.WEIGHT_GRADS` off), and with the forward loop's products on the
-    plain W_hh (`onednn.PACKED_WEIGHTS` off); bf16 autocast with and without the packed W_hh.
-    A layer stack, not the whole step: each of these is a few ms of a ~170 ms step, below a
-    step's run-to-run noise."""
+    layers, hidden, batch and length; fp32, fused), interleaved: as it runs (`default`), with
+    each step's gate passes on one thread (`fused_gru.parallel_rows`) and with every weight
+    gradient on MKL (`onednn.WEIGHT_GRADS` off). A layer stack, not the whole step: each of these
+    is a few ms of a ~400 ms step, below a step's run-to-run noise."""
     set_seed(0)
     H = size.hidden
     rnn = torch.nn.GRU(H, H, size.layers, batch_first=True, bidirectional=True)
     x = torch.randn(size.batch, size.length, H, requires_grad=True)
 
-    def fwd_bwd(
-        split: bool = True,
-        onednn_weight_grads: bool = True,
-        packed: bool = True,
-        bf16: bool = False,
-    ) -> None:
-        settings = onednn.WEIGHT_GRADS, onednn.PACKED_WEIGHTS
-        onednn.WEIGHT_GRADS = settings[0] and onednn_weight_grads
-        onednn.PACKED_WEIGHTS = settings[1] and packed
+    def fwd_bwd(split: bool = True, onednn_weight_grads: bool = True) -> None:
+        setting = onednn.WEIGHT_GRADS
+        onednn.WEIGHT_GRADS = setting and onednn_weight_grads
         try:
-            with fused_gru.parallel_rows(split), autocast(bf16):
+            with fused_gru.parallel_rows(split):
                 outputs, h_n = fused_gru.fused_gru(rnn, x)
-                (outputs.float().sum() + h_n.float().sum()).backward()
+                (outputs.sum() + h_n.sum()).backward()
         finally:
-            onednn.WEIGHT_GRADS, onednn.PACKED_WEIGHTS = settings
+            onednn.WEIGHT_GRADS = setting
 
     return time_interleaved(
         {
             "default": fwd_bwd,
             "one thread": lambda: fwd_bwd(split=False),
             "mkl weight grads": lambda: fwd_bwd(onednn_weight_grads=False),
-            "plain w_hh": lambda: fwd_bwd(packed=False),
-            "bf16": lambda: fwd_bwd(bf16=True),
-            "bf16 plain w_hh": lambda: fwd_bwd(packed=False, bf16=True),
         },
         repeats=3 if quick else 40,
         warmup=1 if quick else 3,
@@ -516,20 +504,6 @@ def _encoder_rows(times: dict[str, list[float]] | None, size: GRUSize) -> list[F
             "vs fused_gru.set_parallel_rows(False); median of the per-round differences",
         ),
     ]
-    packing = {"fp32": onednn.ENABLED, "bf16": onednn._bf16_supported()}  # where it applies
-    for dtype, packed in (("fp32", "default"), ("bf16", "bf16")):
-        if not (onednn.PACKED_WEIGHTS and packing[dtype]):
-            continue
-        rows.append(
-            _paired_row(
-                f"encoder GRU fwd+bwd: time saved by oneDNN's packed W_hh ({dtype})",
-                times,
-                f"{'bf16 ' if dtype == 'bf16' else ''}plain w_hh",
-                packed,
-                "vs onednn.PACKED_WEIGHTS off (the forward loop's products repack W_hh each "
-                "step); median of the per-round differences",
-            )
-        )
     if onednn.ENABLED:  # else every weight gradient is MKL's either way
         rows.append(
             _paired_row(

@@ -258,11 +258,9 @@ class GRULayerFunction(torch.autograd.Function):
                 x_p = row_buckets.padded(x_p)  # (N', I), zero rows after the N real ones
             gi = onednn.addmm(b_gi, x_p, w_ih_t)[:N]  # (N, 3H), all steps at once
             if compiled_loops():  # forward_steps below, in C++
-                packed = onednn.packed_weight(w_hh_c, active[0])  # reordered once, or None
                 gh, rz, n, hs = torch.ops.dialoglab_gru.forward_loop(
-                    gi, h0.to(cd).contiguous(), w_hh_c if packed is None else packed, b_gh,
-                    active, zero_state, packed is not None or _use_onednn(x, cd),
-                    _fused_gates(cd),
+                    gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state,
+                    _use_onednn(x, cd), _fused_gates(cd),
                 )  # fmt: skip
             else:
                 product = functools.partial(onednn.addmm, b_gh, b=w_hh_t)  # h_k W_hh^T + b_gh

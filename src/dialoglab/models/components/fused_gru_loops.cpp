@@ -28,7 +28,7 @@ namespace {
 
 using at::Tensor;
 
-// x @ w^T + b through oneDNN's matmul (torch.ops.mkldnn._linear_pointwise; fp32, or bf16).
+// x @ w^T + b through oneDNN's fp32 matmul (torch.ops.mkldnn._linear_pointwise).
 Tensor onednn_linear(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b) {
   static auto op =
       c10::Dispatcher::singleton()
@@ -40,12 +40,11 @@ Tensor onednn_linear(const Tensor& x, const Tensor& w, const std::optional<Tenso
 }
 
 // Forward loop. gi (N, 3H) holds x W_ih^T + b_ih + (b_hr, b_hz, 0); b_gh is (0, 0, b_hn).
-// With onednn, w_hh may be oneDNN's packed copy (onednn.packed_weight): no view of it is taken.
 // Returns gh (N, 3H) = h W_hh^T + b_gh per token, rz (N, 2H), n (N, H), hs (T, B, H).
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
     const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_gh,
     at::IntArrayRef active, bool zero_state, bool onednn, bool fused_gates) {
-  const Tensor w_hh_t = onednn ? Tensor() : w_hh.t();
+  const Tensor w_hh_t = w_hh.t();
   return forward_steps(gi, h0, b_gh, active, zero_state, fused_gates, [&](const Tensor& h_k) {
     return onednn ? onednn_linear(h_k, w_hh, b_gh) : at::addmm(b_gh, h_k, w_hh_t);
   });

@@ -13,8 +13,9 @@ oneDNN is used when the left operand is row-major. Weight gradients dY^T X (a tr
 operand) have their own oneDNN primitive, `weight_grad`, which the fused GRU's layers and
 `LinearFunction` use for every shape (on the AMD EPYC cores of 2026-12-02, AVX-512 at full
 width, it ran the step's weight gradients about twice as fast as MKL's transposed product, the
-wide ones included, where MKL had been as fast on earlier AMD cores). Everything else (no oneDNN in the build, other dtypes or
-devices, oneDNN not enabled) goes to torch's own ops. Results equal
+wide ones included, where MKL had been as fast on earlier AMD cores). bf16 products with a
+bias take the same op on any CPU with oneDNN's bf16 (`addmm`, `BF16_PRODUCTS`). Everything else
+(no oneDNN in the build, other dtypes or devices, oneDNN not enabled) goes to torch's own ops. Results equal
 torch.mm's to float rounding (tests/unit/test_onednn.py).
 """
 
@@ -121,26 +122,6 @@ def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if bias.dim() == 1 and bias.dtype == a.dtype and (_usable(a, b.t()) or _bf16_usable(a, b.t())):
         return onednn_linear(a, b.t(), bias)
     return torch.addmm(bias, a, b)
-
-
-# A weight reused by many products (the fused GRU's W_hh, once per time step) can be reordered
-# once into oneDNN's own blocked layout, so that the products stop repacking it on every call:
-# at gru_attn's (64 x 500) @ (500 x 1,500) steps ~12 % faster in fp32 and ~30 % in bf16, for
-# one reorder (~0.2 ms) per layer call. DIALOGLAB_ONEDNN_PACKED=0 turns it off.
-PACKED_WEIGHTS = os.environ.get("DIALOGLAB_ONEDNN_PACKED", "1") != "0"
-
-
-def packed_weight(w: torch.Tensor, rows: int) -> torch.Tensor | None:
-    """(N, K) row-major `w` reordered into oneDNN's blocked layout for products x @ w^T of about
-    `rows` rows (`onednn_linear(x, packed, b)`), or None where that does not apply: packing off,
-    not the CPU, fp32 with oneDNN not this CPU's default, bf16 on a CPU without oneDNN's bf16."""
-    if not (PACKED_WEIGHTS and AVAILABLE and w.device.type == "cpu" and w.is_contiguous()):
-        return None
-    if not (
-        (w.dtype == torch.float32 and ENABLED) or (w.dtype == torch.bfloat16 and _bf16_supported())
-    ):
-        return None
-    return torch.ops.mkldnn._reorder_linear_weight(w, rows)
 
 
 # oneDNN's inner-product weight gradient reads both operands row-major; MKL's d_y^T x needs d_y
