@@ -136,7 +136,8 @@ def step_timing(
     oneDNN or MKL, `onednn.ENABLED` flipped; where the build has oneDNN); both with the loss
     apart from W_o (`unfused_nll`) and with torch.randint's dropout masks (`dropout.HASHED`
     off); bf16 also with its biased products through torch.addmm (`onednn.BF16_PRODUCTS` off);
-    and the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py); and
+    both again as identical copies made last (`*_twin`: an A/A pair, the noise floor of every
+    "time saved" row); and the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py); and
     `probe` = (library, n), the fp32 peak's square matmul (`fp32_peak_probe`), so that each
     round also reads the rate a dense matmul gets at that moment. Also returns that replay of
     the step's products."""
@@ -155,6 +156,7 @@ def step_timing(
         nets[name] = copy.deepcopy(net)
     if onednn.AVAILABLE:
         nets["fp32_other_library"] = copy.deepcopy(net)
+    nets["fp32_twin"], nets["bf16_twin"] = copy.deepcopy(net), copy.deepcopy(net)  # A/A
     optimizers = {name: make_optimizer(n) for name, n in nets.items()}
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
@@ -349,6 +351,19 @@ def _paired_row(
     """A row of `paired_saving(all_times, slower, faster)` in ms (2 decimals)."""
     saved = paired_saving(all_times, slower, faster) * 1e3
     return Figure(name, round(saved, 2), "ms", note=note or "median of the per-round differences")
+
+
+def _twin_row(all_times: dict[str, list[float]], key: str) -> Figure:
+    """The A/A row: the `key` step "saved" by an identical copy of itself (made after every other
+    contender, default settings). Nothing differs, so its size is what a "time saved" row of this
+    run can show by chance: contenders' memory placement, order within the rounds, noise."""
+    return _paired_row(
+        f"A/A: an identical copy of the {key} step, 'time saved'",
+        all_times,
+        key,
+        f"{key}_twin",
+        "the noise floor of this run's 'time saved' rows; median of the per-round differences",
+    )
 
 
 def _saving_rows(
@@ -596,6 +611,7 @@ def run(quick: bool = False) -> list[Figure]:
         *_library_rows(times, all_times),
         *_undone_rows(times, all_times, "fp32", "fp32", "unfused_loss"),
         *_undone_rows(times, all_times, "fp32", "fp32", "randint_dropout"),
+        _twin_row(all_times, "fp32"),
         *_encoder_rows(encoder, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
@@ -603,6 +619,7 @@ def run(quick: bool = False) -> list[Figure]:
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "unfused_loss"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "randint_dropout"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "aten_addmm"),
+        _twin_row(all_times, "bf16"),
         Figure(
             "dropout fwd+bwd, F.dropout",
             round(drop["F.dropout"] * 1e3, 2),
