@@ -136,57 +136,66 @@ def step_timing(
     oneDNN or MKL, `onednn.ENABLED` flipped; where the build has oneDNN); both with the loss
     apart from W_o (`unfused_nll`) and with torch.randint's dropout masks (`dropout.HASHED`
     off); bf16 also with its biased products through torch.addmm (`onednn.BF16_PRODUCTS` off);
-    both again as identical copies made last (`*_twin`: an A/A pair, the noise floor of every
-    "time saved" row); and the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py); and
+    both again as they are (`*_twin`) and on a copy of the network (`*_copy`): two A/A pairs;
+    the fp32 step's matrix products alone (`fp32_matmuls`, bench/matmul_replay.py); and
     `probe` = (library, n), the fp32 peak's square matmul (`fp32_peak_probe`), so that each
     round also reads the rate a dense matmul gets at that moment. Also returns that replay of
-    the step's products."""
+    the step's products.
+
+    Every contender that differs by a switch steps one and the same network and optimizer (the
+    switches are set around its call), so that a "time saved" row compares the same memory: two
+    copies of one network, identically set, differed by up to ~11 ms of a ~190 ms step in one
+    run (the A/A rows), their parameters and optimizer state lying elsewhere. Only W_o's
+    nn.Linear and the A/A copy are networks of their own."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
     recorded = copy.deepcopy(net)  # one step of its own, so every timed copy starts alike
     matmuls = Replay(record(lambda: our_step(recorded, make_optimizer(recorded), batch)))
-    variants = ("", "_nn_gru", "_linear_w_o")
-    nets = {p + v: copy.deepcopy(net) for p in ("fp32", "bf16") for v in variants}
-    nets["fp32_nn_gru"].fused_rnn = nets["bf16_nn_gru"].fused_rnn = False
-    for name in ("fp32_linear_w_o", "bf16_linear_w_o"):
-        nets[name].decoder.W_o = nets[name].decoder.W_o.to_linear()
-    copies = ("fp32_aten_gates", "fp32_unfused_loss", "bf16_unfused_loss")
-    for name in (*copies, "fp32_randint_dropout", "bf16_randint_dropout", "bf16_aten_addmm"):
-        nets[name] = copy.deepcopy(net)
+    linear_w_o = copy.deepcopy(net)
+    linear_w_o.decoder.W_o = linear_w_o.decoder.W_o.to_linear()
+    networks = {"shared": net, "linear_w_o": linear_w_o, "copy": copy.deepcopy(net)}
+    optimizers = {key: make_optimizer(n) for key, n in networks.items()}
+    names = [
+        f"{p}{v}"
+        for p in ("fp32", "bf16")
+        for v in ("", "_nn_gru", "_linear_w_o", "_unfused_loss", "_randint_dropout", "_twin")
+    ]
+    names += ["fp32_aten_gates", "bf16_aten_addmm", "fp32_copy", "bf16_copy"]
     if onednn.AVAILABLE:
-        nets["fp32_other_library"] = copy.deepcopy(net)
-    nets["fp32_twin"], nets["bf16_twin"] = copy.deepcopy(net), copy.deepcopy(net)  # A/A
-    optimizers = {name: make_optimizer(n) for name, n in nets.items()}
+        names.append("fp32_other_library")
 
     setting = fused_gru.FUSED_GATES  # as the environment left it (DIALOGLAB_FUSED_GATES)
     library = onednn.ENABLED  # this CPU's default (or DIALOGLAB_ONEDNN)
     bf16_products = onednn.BF16_PRODUCTS  # DIALOGLAB_ONEDNN_BF16
 
     def step(name: str) -> float:
+        key = next((k for k in ("linear_w_o", "copy") if name.endswith(k)), "shared")
+        network = networks[key]
         fused_gru.FUSED_GATES = setting and name != "fp32_aten_gates"
         onednn.ENABLED = library != (name == "fp32_other_library")
         onednn.BF16_PRODUCTS = bf16_products and name != "bf16_aten_addmm"
+        fused_rnn = network.fused_rnn  # the config's default
+        network.fused_rnn = fused_rnn and not name.endswith("_nn_gru")
         forward = unfused_nll if name.endswith("_unfused_loss") else None
         try:
             with dropout_module.hashed_masks(not name.endswith("_randint_dropout")):
-                return our_step(
-                    nets[name], optimizers[name], batch, "bf16" in name, forward=forward
-                )
+                return our_step(network, optimizers[key], batch, "bf16" in name, forward=forward)
         finally:
             fused_gru.FUSED_GATES = setting
             onednn.ENABLED = library
             onednn.BF16_PRODUCTS = bf16_products
+            network.fused_rnn = fused_rnn
 
     times = time_interleaved(
         {
-            **{name: (lambda name=name: step(name)) for name in nets},
+            **{name: (lambda name=name: step(name)) for name in names},
             "fp32_matmuls": matmuls,
             "fp32_peak_probe": square_product(torch.float32, probe[1], probe[0]),
         },
         repeats=3 if quick else 8,
         warmup=1 if quick else 2,
-        settle=0 if quick else 1,  # a step after a step of the same network, as in training
+        settle=0 if quick else 1,  # a step after a step of the same contender, as in training
     )
     return times, matmuls
 
@@ -353,17 +362,28 @@ def _paired_row(
     return Figure(name, round(saved, 2), "ms", note=note or "median of the per-round differences")
 
 
-def _twin_row(all_times: dict[str, list[float]], key: str) -> Figure:
-    """The A/A row: the `key` step "saved" by an identical copy of itself (made after every other
-    contender, default settings). Nothing differs, so its size is what a "time saved" row of this
-    run can show by chance: contenders' memory placement, order within the rounds, noise."""
-    return _paired_row(
-        f"A/A: an identical copy of the {key} step, 'time saved'",
-        all_times,
-        key,
-        f"{key}_twin",
-        "the noise floor of this run's 'time saved' rows; median of the per-round differences",
-    )
+def _twin_rows(all_times: dict[str, list[float]], key: str) -> list[Figure]:
+    """The A/A rows: the `key` step "saved" by itself run again as another contender (the same
+    network: the rounds' noise) and by an identical copy of its network (other memory: that and
+    where its parameters and optimizer state lie). Nothing else differs, so their size is what a
+    "time saved" row of this run can show by chance."""
+    return [
+        _paired_row(
+            f"A/A: the {key} step against itself, 'time saved'",
+            all_times,
+            key,
+            f"{key}_twin",
+            "the same network as another contender; median of the per-round differences",
+        ),
+        _paired_row(
+            f"A/A: the {key} step against a copy of its network, 'time saved'",
+            all_times,
+            key,
+            f"{key}_copy",
+            "an identical copy of the network and its optimizer (their own memory); median "
+            "of the per-round differences",
+        ),
+    ]
 
 
 def _saving_rows(
@@ -611,7 +631,7 @@ def run(quick: bool = False) -> list[Figure]:
         *_library_rows(times, all_times),
         *_undone_rows(times, all_times, "fp32", "fp32", "unfused_loss"),
         *_undone_rows(times, all_times, "fp32", "fp32", "randint_dropout"),
-        _twin_row(all_times, "fp32"),
+        *_twin_rows(all_times, "fp32"),
         *_encoder_rows(encoder, size),
         Figure("gru_attn step bf16-autocast", round(times["bf16"] * 1e3, 1), "ms"),
         *_nn_gru_rows(times, "bf16", "bf16-autocast"),
@@ -619,7 +639,7 @@ def run(quick: bool = False) -> list[Figure]:
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "unfused_loss"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "randint_dropout"),
         *_undone_rows(times, all_times, "bf16", "bf16-autocast", "aten_addmm"),
-        _twin_row(all_times, "bf16"),
+        *_twin_rows(all_times, "bf16"),
         Figure(
             "dropout fwd+bwd, F.dropout",
             round(drop["F.dropout"] * 1e3, 2),
