@@ -143,10 +143,10 @@ def step_timing(
     the step's products.
 
     Every contender that differs by a switch steps one and the same network and optimizer (the
-    switches are set around its call), so that a "time saved" row compares the same memory: two
-    copies of one network, identically set, differed by up to ~11 ms of a ~190 ms step in one
-    run (the A/A rows), their parameters and optimizer state lying elsewhere. Only W_o's
-    nn.Linear and the A/A copy are networks of their own."""
+    switches are set around its call), so that a "time saved" row compares the same memory; only
+    W_o's nn.Linear and the A/A copy are networks of their own. The A/A rows read the noise that
+    is left: up to ~12 ms of a ~190 ms step in one `make bench` run, so a row of a few ms is
+    noise in any one run (docs/benchmarks.md, "third session")."""
     set_seed(0)
     net = GRUAttnSeq2Seq(size.config()).train()
     batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
