@@ -193,7 +193,7 @@ def step_timing(
             "fp32_matmuls": matmuls,
             "fp32_peak_probe": square_product(torch.float32, probe[1], probe[0]),
         },
-        repeats=3 if quick else 8,
+        repeats=3 if quick else 16,  # A/A rows read up to ~12 ms at 8 rounds
         warmup=1 if quick else 2,
         settle=0 if quick else 1,  # a step after a step of the same contender, as in training
     )
