@@ -14,9 +14,9 @@ operand) have their own oneDNN primitive, `weight_grad`, which the fused GRU's l
 `LinearFunction` use for every shape (on the AMD EPYC cores of 2026-12-02, AVX-512 at full
 width, it ran the step's weight gradients about twice as fast as MKL's transposed product, the
 wide ones included, where MKL had been as fast on earlier AMD cores). bf16 products with a
-bias take the same op on any CPU with oneDNN's bf16 (`addmm`, `BF16_PRODUCTS`). Everything else
-(no oneDNN in the build, other dtypes or devices, oneDNN not enabled) goes to torch's own ops. Results equal
-torch.mm's to float rounding (tests/unit/test_onednn.py).
+bias take the same op on any CPU with oneDNN's bf16 (`addmm`, `BF16_PRODUCTS`). Everything
+else (no oneDNN in the build, other dtypes or devices, oneDNN not enabled) goes to torch's own
+ops. Results equal torch.mm's to float rounding (tests/unit/test_onednn.py).
 """
 
 from __future__ import annotations
@@ -69,9 +69,10 @@ def _bf16_supported() -> bool:
 
 
 # bf16 biased products (x @ w^T + b) through the same op: torch's bf16 addmm is oneDNN's matmul
-# too, but first copies the bias into every output row (python -m dialoglab.bench --only
-# utilisation, row "bf16 biased products through oneDNN's linear op: time saved"); its bf16 mm
-# is as fast as the op. DIALOGLAB_ONEDNN_BF16=0 leaves bf16 to torch's addmm.
+# too, but first copies the bias into every output row (W_o's 10 MB at the benchmark's sizes;
+# the whole step's saving is within its noise: python -m dialoglab.bench --only utilisation,
+# row "bf16 biased products through oneDNN's linear op: time saved" beside the A/A rows); its
+# bf16 mm is as fast as the op. DIALOGLAB_ONEDNN_BF16=0 leaves bf16 to torch's addmm.
 BF16_PRODUCTS = os.environ.get("DIALOGLAB_ONEDNN_BF16", "1") != "0"
 
 
@@ -119,8 +120,9 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b + bias for (M, K) a, (K, N) b and an (N,) bias."""
-    if bias.dim() == 1 and bias.dtype == a.dtype and (_usable(a, b.t()) or _bf16_usable(a, b.t())):
-        return onednn_linear(a, b.t(), bias)
+    w_t = b.t()
+    if bias.dim() == 1 and bias.dtype == a.dtype and (_usable(a, w_t) or _bf16_usable(a, w_t)):
+        return onednn_linear(a, w_t, bias)
     return torch.addmm(bias, a, b)
 
 
