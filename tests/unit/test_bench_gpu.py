@@ -66,3 +66,38 @@ def test_every_figure_is_built_on_the_cpu_at_quick_sizes():
     assert figures["GPU GPT-2 MFU (eager)"].value > 0
     assert "GPU GPT-2 MFU (compiled)" not in figures  # compiled on CUDA only
     assert figures["GPU GPT-2 DDP (1 GPU, NCCL) / plain throughput"].value > 0
+
+
+def test_a_failing_section_is_a_row_and_the_others_still_run(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(gpu, "gru_figures", broken)
+    monkeypatch.setattr(
+        gpu, "gpt2_figures", lambda device, quick, peak16: [gpu.Figure("x", peak16)]
+    )
+    figures = gpu.run_on(CPU, quick=True)
+    failed = [f for f in figures if f.note.startswith("failed")]
+    assert [f.name for f in failed] == ["GPU gru_attn batch 8", "GPU gru_attn batch 16"]
+    assert all("RuntimeError: CUDA error: out of memory" in f.note for f in failed)
+    assert "Traceback" in capsys.readouterr().err
+    peak = next(f for f in figures if f.name == "GPU bf16 matmul peak")
+    assert figures[-1].value == pytest.approx(peak.value, abs=0.05)  # GPT-2 got the bf16 peak
+
+
+def test_our_step_autocasts_on_the_network_device():
+    from dialoglab.bench import workloads
+
+    size = GRUSize.for_run(quick=True)
+    net = gpu.GRUAttnSeq2Seq(size.config()).train()
+    batch = workloads.synthetic_batch(size.vocab, 4, size.length, size.length)
+    optimizer = workloads.make_optimizer(net)
+    seen = []
+
+    def forward(net, batch):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return workloads.token_nll(net, batch)
+
+    for bf16 in (True, False):
+        workloads.our_step(net, optimizer, batch, bf16=bf16, forward=forward)
+    assert seen == [torch.bfloat16, None]

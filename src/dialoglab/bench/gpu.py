@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import traceback
 from collections.abc import Callable, Iterator
 
 import torch
@@ -200,11 +201,18 @@ def run(quick: bool = False) -> list[Figure]:
     return run_on(torch.device("cuda", 0), quick)
 
 
-def run_on(device: torch.device, quick: bool) -> list[Figure]:
-    """Every figure, on `device` (CUDA for the benchmark; the tests use the CPU, without the
-    compiled GPT-2 step)."""
-    cuda = device.type == "cuda"
-    name = torch.cuda.get_device_name(device) if cuda else "CPU"
+def guarded(section: str, figures: Callable[[], list[Figure]]) -> list[Figure]:
+    """`figures()`, or one row saying how `section` failed (traceback on stderr), so that one
+    broken section still leaves the others' figures: a GPU lease is too short to rerun them."""
+    try:
+        return figures()
+    except Exception as error:
+        traceback.print_exc()
+        return [Figure(f"GPU {section}", None, note=f"failed: {type(error).__name__}: {error}")]
+
+
+def peak_figures(device: torch.device, quick: bool, name: str) -> tuple[list[Figure], float]:
+    """The bf16, fp32 and TF32 matmul peaks; with the bf16 peak in TFLOP/s (MFU's denominator)."""
     n, repeats = (1024, 3) if quick else (8192, 10)
     peak16 = matmul_tflops(device, torch.bfloat16, n, repeats)
     with tf32(False):
@@ -216,31 +224,39 @@ def run_on(device: torch.device, quick: bool) -> list[Figure]:
         Figure("GPU fp32 matmul peak (TF32 off)", round(peak32, 1), "TFLOP/s"),
         Figure("GPU fp32 matmul peak (TF32 on)", round(peak_tf32, 1), "TFLOP/s"),
     ]
+    return figures, peak16
+
+
+def gru_figures(device: torch.device, quick: bool, batch_size: int) -> list[Figure]:
+    """gru_attn at `batch_size`: the tutorial's loop, our step in fp32 and bf16, the speed-ups."""
     size = GRUSize.for_run(quick)
-    for batch_size in (size.batch, 512 if not quick else 16):
-        times = gru_step_times(size, batch_size, device, repeats=5 if quick else 20)
-        step = {k: median(v) for k, v in times.items()}
-        flops = count_flops_per_step(size.config(), batch_size, size.length, size.length)
-        label = f"gru_attn batch {batch_size}"
-        figures += [
-            Figure(
-                f"GPU {label}: tutorial step loop (fp32)", round(step["tutorial"] * 1e3, 2), "ms"
-            ),
-            Figure(f"GPU {label}: our step fp32", round(step["ours_fp32"] * 1e3, 2), "ms"),
-            Figure(f"GPU {label}: our step bf16-autocast", round(step["ours_bf16"] * 1e3, 2), "ms"),
-            Figure(
-                f"GPU {label}: speed-up over the tutorial step, fp32",
-                round(step["tutorial"] / step["ours_fp32"], 1),
-                "x",
-            ),
-            Figure(
-                f"GPU {label}: speed-up over the tutorial step, bf16-autocast",
-                round(step["tutorial"] / step["ours_bf16"], 1),
-                "x",
-                note=f"our bf16 step {flops / step['ours_bf16'] / 1e12:.2f} TFLOP/s "
-                "(count_flops_per_step; cuDNN also runs the zero-state products it leaves out)",
-            ),
-        ]
+    times = gru_step_times(size, batch_size, device, repeats=5 if quick else 20)
+    step = {k: median(v) for k, v in times.items()}
+    flops = count_flops_per_step(size.config(), batch_size, size.length, size.length)
+    label = f"gru_attn batch {batch_size}"
+    return [
+        Figure(f"GPU {label}: tutorial step loop (fp32)", round(step["tutorial"] * 1e3, 2), "ms"),
+        Figure(f"GPU {label}: our step fp32", round(step["ours_fp32"] * 1e3, 2), "ms"),
+        Figure(f"GPU {label}: our step bf16-autocast", round(step["ours_bf16"] * 1e3, 2), "ms"),
+        Figure(
+            f"GPU {label}: speed-up over the tutorial step, fp32",
+            round(step["tutorial"] / step["ours_fp32"], 1),
+            "x",
+        ),
+        Figure(
+            f"GPU {label}: speed-up over the tutorial step, bf16-autocast",
+            round(step["tutorial"] / step["ours_bf16"], 1),
+            "x",
+            note=f"our bf16 step {flops / step['ours_bf16'] / 1e12:.2f} TFLOP/s "
+            "(count_flops_per_step; cuDNN also runs the zero-state products it leaves out)",
+        ),
+    ]
+
+
+def gpt2_figures(device: torch.device, quick: bool, peak16: float | None) -> list[Figure]:
+    """GPT-2 124M-size (tiny when quick): tokens/s and MFU, eager and compiled (CUDA only), and
+    DDP of one process against the plain model."""
+    cuda = device.type == "cuda"
     small = {"n_layer": 2, "n_embd": 128, "n_head": 2, "vocab_size": 8000, "n_positions": 128}
     gpt2, batch = GPT2Config(**(small if quick else GPT2_124M)), 4 if quick else 16
     times, first = gpt2_step_times(gpt2, batch, device, 5 if quick else 20, cuda, compiled=cuda)
@@ -248,24 +264,48 @@ def run_on(device: torch.device, quick: bool) -> list[Figure]:
     per_token = gpt2_flops_per_token(gpt2)
     precision = "bf16 autocast" if cuda else "fp32"
     shape = f"{gpt2.n_layer} x {gpt2.n_embd}, {batch} x {gpt2.n_positions} tokens, {precision}"
+    figures = []
     for variant in [v for v in ("eager", "compiled") if v in step]:
         tokens_per_s = batch * gpt2.n_positions / step[variant]
-        figures += [
-            Figure(f"GPU GPT-2 step ({variant})", round(tokens_per_s), "tokens/s", note=shape),
-            Figure(
-                f"GPU GPT-2 MFU ({variant})",
-                round(100 * tokens_per_s * per_token / (peak16 * 1e12), 1),
-                "%",
-                note=f"{per_token / 1e9:.2f} GFLOP/token (gpt2_flops_per_token) / bf16 peak above",
-            ),
-        ]
+        figures.append(
+            Figure(f"GPU GPT-2 step ({variant})", round(tokens_per_s), "tokens/s", note=shape)
+        )
+        if peak16:
+            figures.append(
+                Figure(
+                    f"GPU GPT-2 MFU ({variant})",
+                    round(100 * tokens_per_s * per_token / (peak16 * 1e12), 1),
+                    "%",
+                    note=f"{per_token / 1e9:.2f} GFLOP/token (gpt2_flops_per_token) / bf16 peak",
+                )
+            )
     if first is not None:
         figures.append(Figure("GPU GPT-2 first compiled step", round(first, 1), "s"))
-    figures += [
+    figures.append(
         Figure(
             "GPU GPT-2 DDP (1 GPU, NCCL) / plain throughput",
             round(step["eager"] / step["ddp"], 3),
             note="DistributedDataParallel around the same model, world size 1",
-        ),
-    ]
+        )
+    )
+    return figures
+
+
+def run_on(device: torch.device, quick: bool) -> list[Figure]:
+    """Every figure, on `device` (CUDA for the benchmark; the tests use the CPU, without the
+    compiled GPT-2 step). Each section runs guarded: a failure is a row, not the end."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    peak16: list[float] = []
+
+    def peaks() -> list[Figure]:
+        figures, bf16_peak = peak_figures(device, quick, name)
+        peak16.append(bf16_peak)
+        return figures
+
+    figures = guarded("matmul peaks", peaks)
+    for batch_size in (GRUSize.for_run(quick).batch, 16 if quick else 512):
+        figures += guarded(
+            f"gru_attn batch {batch_size}", lambda b=batch_size: gru_figures(device, quick, b)
+        )
+    figures += guarded("GPT-2", lambda: gpt2_figures(device, quick, peak16[0] if peak16 else None))
     return figures

@@ -80,11 +80,11 @@ def make_optimizer(
     )
 
 
-def autocast(bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the CPU (what Lightning's precision=bf16-mixed does), or nothing."""
+def autocast(bf16: bool, device_type: str = "cpu") -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device_type` (what Lightning's precision=bf16-mixed does), or nothing."""
     if not bf16:
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast(device_type, dtype=torch.bfloat16)
 
 
 def token_nll(net: GRUAttnSeq2Seq, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -108,7 +108,7 @@ def our_step(
     norm" and "optimizer"."""
     marks = [time.perf_counter()]
     optimizer.zero_grad(set_to_none=True)
-    with autocast(bf16):
+    with autocast(bf16, net.embedding.weight.device.type):
         nll = (forward or token_nll)(net, batch)
     tokens = (batch["target"] != net.config.pad_id).sum().clamp(min=1)
     loss = nll / tokens
