@@ -5,9 +5,10 @@
 #                                       machine may lack (Hydra, OmegaConf, ANTLR's runtime,
 #                                       chatterbot-corpus) from .venv into .gpu_site/
 #   scripts/gpu_check.sh run OUT_DIR    there: the GPU benchmark (`python -m dialoglab.bench
-#                                       --only gpu`), then three short training runs through
+#                                       --only gpu`), then four short training runs through
 #                                       train.py: gru_attn bf16-mixed, the same under DDP on one
-#                                       GPU (trainer=ddp), GPT-2 from scratch; logs into OUT_DIR
+#                                       GPU (trainer=ddp), gru_attn fp32 on TF32, GPT-2 from
+#                                       scratch; logs into OUT_DIR (8 files)
 #
 # Each step has a time limit of its own and a failed step does not stop the next. ACCEL=cpu runs
 # the same commands on the CPU (to check them without a GPU).
@@ -65,10 +66,14 @@ torch.version.cuda, 'available', torch.cuda.is_available(), '| lightning', light
     [ -n "${DDP_BACKEND:-}" ] && backend=("trainer.strategy.process_group_backend=$DDP_BACKEND")
     step train_gru_ddp "${TRAIN_LIMIT:-75}" "$py" train.py "${quick[@]}" trainer=ddp \
         trainer.max_epochs=2 "${backend[@]}"
+    step train_gru_tf32 "${TRAIN_LIMIT:-75}" "$py" train.py "${quick[@]}" trainer=gpu \
+        trainer.precision=32 float32_matmul_precision=high trainer.max_epochs=3
     step train_gpt2 "${TRAIN_LIMIT:-75}" "$py" train.py model=gpt2_scratch data=chatterbot \
         logger=csv trainer=gpu "trainer.accelerator=$accel" trainer.max_epochs=1 \
         +trainer.limit_train_batches=50 sample_replies=3
-    newest_metrics gpt2
+    # what GPU runs used to print: Lightning's TF32 hint, DDP's stream warning, CPU GRU builds
+    grep -c -e "set_float32_matmul_precision" -e "AccumulateGrad node's stream" \
+        -e "building the fused GRU" "$out"/train_*.log
     ls -la "$out" "$out"/bench/* 2>&1
 }
 

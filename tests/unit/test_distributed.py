@@ -130,3 +130,23 @@ def test_metrics_over_two_processes_equal_one_process(tmp_path: Path) -> None:
 def test_config_digest_ignores_key_order() -> None:
     assert config_digest({"a": 1, "b": {"c": 2}}) == config_digest({"b": {"c": 2}, "a": 1})
     assert config_digest({"a": 1}) != config_digest({"a": 2})
+
+
+def test_ddp_wraps_the_model_on_the_current_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No side stream for DDP's construction (Lightning's makes AccumulateGrad stream warnings on
+    GPUs); on a GPU the wrapper still gets the device ids."""
+    from dialoglab.experiment import distributed
+
+    built: list[dict] = []
+
+    def side_stream(*args, **kwargs):
+        raise AssertionError("DDP built under a side stream")
+
+    monkeypatch.setattr(torch.cuda, "Stream", side_stream)
+    monkeypatch.setattr(torch.cuda, "stream", side_stream)
+    monkeypatch.setattr(distributed, "DistributedDataParallel", lambda **kw: built.append(kw) or kw)
+    strategy = distributed.ResolvedConfigDDPStrategy(find_unused_parameters=False)
+    monkeypatch.setattr(strategy, "determine_ddp_device_ids", lambda: [0])
+    model = torch.nn.Linear(2, 2)
+    strategy._setup_model(model)
+    assert built == [{"module": model, "device_ids": [0], "find_unused_parameters": False}]

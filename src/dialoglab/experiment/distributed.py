@@ -33,6 +33,7 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
 from dialoglab.errors import ConfigError
 
@@ -194,6 +195,14 @@ class ResolvedConfigDDPStrategy(DDPStrategy):
             self._launcher = ResolvedConfigLauncher(self)
         else:
             super()._configure_launcher()
+
+    def _setup_model(self, model: torch.nn.Module) -> DistributedDataParallel:
+        """DDP built on the current stream. Lightning 2.6 builds it on a side stream (for CUDA
+        graph capture of the whole network, which dialoglab does not do); its AccumulateGrad
+        nodes then sit on that stream while backward runs on the default one, and torch warns
+        of needless synchronisation at every backward (seen on an H200, Lightning 2.6.6)."""
+        device_ids = self.determine_ddp_device_ids()
+        return DistributedDataParallel(module=model, device_ids=device_ids, **self._ddp_kwargs)
 
     def write_run_config(self) -> Path:
         assert self.run_config is not None

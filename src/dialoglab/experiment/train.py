@@ -11,9 +11,11 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from dialoglab.errors import ConfigError
 from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
 from dialoglab.experiment.cpu_heap import keep_freed_memory
 from dialoglab.experiment.distributed import distributed_run
@@ -60,10 +62,34 @@ def persona_samples(
     return samples
 
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def set_matmul_precision(value: str | None) -> None:
+    """`torch.set_float32_matmul_precision(value)` (`float32_matmul_precision` in the config;
+    null leaves torch's default, highest)."""
+    if value is None:
+        return
+    if value not in MATMUL_PRECISIONS:
+        raise ConfigError(
+            f"float32_matmul_precision={value!r}: use one of {', '.join(MATMUL_PRECISIONS)} "
+            "or null (torch's default)"
+        )
+    torch.set_float32_matmul_precision(value)
+
+
+def to_trainer_device(model: pl.LightningModule, trainer: pl.Trainer) -> None:
+    """The model back on the trainer's device: Lightning's teardown leaves it on the CPU after
+    fit and test, where a GPU run's sample replies would be slow (and would build the CPU GRU
+    loops)."""
+    model.to(trainer.strategy.root_device)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics (floats)."""
     start = time.perf_counter()
     keep_freed_memory(bool(cfg.get("keep_freed_memory", True)))  # no page faults per step
+    set_matmul_precision(cfg.get("float32_matmul_precision"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     plan = prepare_resume(cfg)  # ckpt_path / resume=auto (may continue an old run in its dir)
@@ -105,6 +131,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     samples = []
     if cfg.get("sample_replies", 0) and trainer.is_global_zero:
         prompts = list(cfg.sample_prompts)[: cfg.sample_replies]
+        to_trainer_device(model, trainer)
         samples = list(zip(prompts, model.reply([[p] for p in prompts]), strict=True))
         samples += persona_samples(model, datamodule, prompts, cfg.get("sample_personas", 0))
 
