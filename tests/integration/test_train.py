@@ -103,3 +103,14 @@ def test_cli_user_error_has_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "nowhere" in result.stderr and "movie_lines.txt" in result.stderr
+
+
+def test_debug_profile_torch_reports_the_ten_scheduled_steps(make_cfg) -> None:
+    cfg = make_cfg("train", ["debug=profile_torch", "data=chatterbot", *TINY_GRU])
+    train(cfg)
+    report = (Path(cfg.paths.output_dir) / "fit-profile.txt").read_text()
+    step_row = next(
+        line for line in report.splitlines() if line.strip().startswith("ProfilerStep*")
+    )
+    assert step_row.split()[-1] == "10"  # the "# of Calls" column: steps 6-15 recorded
+    assert "[pl][profile][Strategy]SingleDeviceStrategy.backward" in report
