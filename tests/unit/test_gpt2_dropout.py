@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -84,6 +86,43 @@ def test_attention_weights_are_dropped_with_our_mask(monkeypatch) -> None:
 def test_module_switch(tok) -> None:  # noqa: F811
     fast, plain = make_module(tok, dropout=0.1), make_module(tok, dropout=0.1, fast_dropout=False)
     assert fast.net.config._attn_implementation == ATTENTION
-    assert plain.net.config._attn_implementation != ATTENTION
+    assert plain.net.config._attn_implementation == gpt2_dropout.PLAIN_ATTENTION
     assert any(type(m) is nn.Dropout for m in plain.net.modules())
     assert not any(type(m) is nn.Dropout for m in fast.net.modules())
+
+
+def test_sdpa_keeps_off_cudnn_on_cuda_only() -> None:
+    """cuDNN's attention builds a plan per new shape; dialogue batches change shape every step."""
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with gpt2_dropout.sdpa_backends("cuda"):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with gpt2_dropout.sdpa_backends("cpu"):
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
+@pytest.mark.parametrize("attention", ["ours", "plain"])
+def test_both_attentions_call_sdpa_without_cudnn_on_cuda(monkeypatch, attention: str) -> None:
+    seen = []
+    monkeypatch.setattr(
+        gpt2_dropout,
+        "sdpa_attention_forward",
+        lambda *args, **kwargs: seen.append(torch.backends.cuda.cudnn_sdp_enabled()) or (0, None),
+    )
+    query = SimpleNamespace(device=torch.device("cuda"))  # no GPU needed: only its device is read
+    forward = {
+        "ours": gpt2_dropout.attention_forward,
+        "plain": gpt2_dropout.plain_attention_forward,
+    }[attention]
+    forward(nn.Identity(), query, None, None, None, dropout=0.1)
+    assert seen == [False] and torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_plain_attention_matches_hugging_faces_sdpa() -> None:
+    model, reference = gpt2_dropout.use_plain_attention(tiny()), tiny()
+    assert model.config._attn_implementation == gpt2_dropout.PLAIN_ATTENTION
+    ids = torch.arange(12).view(2, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(ids).logits, reference.eval()(ids).logits)

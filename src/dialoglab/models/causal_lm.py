@@ -22,7 +22,7 @@ from dialoglab.models.components.gpt2 import (
     gpt2_from_scratch,
     gpt2_pretrained,
 )
-from dialoglab.models.components.gpt2_dropout import use_fast_dropout
+from dialoglab.models.components.gpt2_dropout import use_fast_dropout, use_plain_attention
 from dialoglab.models.components.gpt2_stepper import GPT2Stepper
 from dialoglab.models.components.linear_cross_entropy import kept_rows, linear_cross_entropy
 from dialoglab.models.dialogue_module import DialogueModule, eval_mode
@@ -104,6 +104,8 @@ class CausalLMModule(DialogueModule):
             )
         if fast_dropout:
             use_fast_dropout(self.net)
+        else:
+            use_plain_attention(self.net)  # SDPA off cuDNN's backend on CUDA (gpt2_dropout.py)
         if tokenizer.max_length and tokenizer.max_length > self.n_positions:
             raise ConfigError(
                 f"model.tokenizer.max_length={tokenizer.max_length} exceeds the model's "

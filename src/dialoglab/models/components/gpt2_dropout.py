@@ -12,15 +12,23 @@ The attention implementation is registered under `ATTENTION` with SDPA's mask bu
 runtime setting of the config (`config._attn_implementation`), which `save_pretrained` and
 checkpoints do not record, so exported models load anywhere as plain GPT-2s. Same expectation,
 a different (cheaper) random mask: dropout is the only thing that changes.
+
+On CUDA both `ATTENTION` and `PLAIN_ATTENTION` (Hugging Face's SDPA with PyTorch's dropout, for
+`fast_dropout=false`) keep SDPA off cuDNN's backend: torch 2.11 tries it first for a masked call
+on Hopper, and cuDNN builds an execution plan for every new shape (a few hundred ms each way),
+while dialogue batches have a new padded length nearly every step, and generation a new key
+length every token. Flash or memory-efficient attention serve the same calls at any shape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
@@ -29,6 +37,14 @@ from dialoglab.models.components.dropout import Dropout
 from dialoglab.models.components.dropout import dropout as fast_dropout
 
 ATTENTION = "dialoglab_sdpa"
+PLAIN_ATTENTION = "dialoglab_sdpa_plain"
+_NOT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def sdpa_backends(device_type: str) -> contextlib.AbstractContextManager:
+    """SDPA's backends for variable shapes: on CUDA every one but cuDNN's (see the module doc);
+    elsewhere torch's choice."""
+    return sdpa_kernel(_NOT_CUDNN) if device_type == "cuda" else contextlib.nullcontext()
 
 
 def attention_forward(
@@ -44,7 +60,7 @@ def attention_forward(
     """Hugging Face's attention-function interface: (B, H, T, D) query, key and value in; the
     output (B, T, H, D) and no weights out."""
     if dropout == 0.0 or query.device.type != "cpu":
-        return sdpa_attention_forward(
+        return plain_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     scale = scaling if scaling is not None else 1.0 / math.sqrt(query.size(-1))
@@ -65,6 +81,26 @@ def attention_forward(
     return out.transpose(1, 2).contiguous(), None
 
 
+def plain_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Hugging Face's SDPA attention, kept off cuDNN's backend on CUDA."""
+    with sdpa_backends(query.device.type):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def use_plain_attention(model: nn.Module) -> nn.Module:
+    """`PLAIN_ATTENTION` for a model on Hugging Face's SDPA (others are left as they are)."""
+    if model.config._attn_implementation in (None, "sdpa"):
+        model.config._attn_implementation = PLAIN_ATTENTION
+    return model
+
+
 def use_fast_dropout(model: nn.Module) -> nn.Module:
     """Our dropout everywhere in a Hugging Face GPT-2 (in place; parameters untouched)."""
     for parent in list(model.modules()):
@@ -77,3 +113,5 @@ def use_fast_dropout(model: nn.Module) -> nn.Module:
 
 AttentionInterface.register(ATTENTION, attention_forward)
 AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+AttentionInterface.register(PLAIN_ATTENTION, plain_attention_forward)
+AttentionMaskInterface.register(PLAIN_ATTENTION, sdpa_mask)
