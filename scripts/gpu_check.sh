@@ -69,7 +69,8 @@ torch.version.cuda, 'available', torch.cuda.is_available(), '| lightning', light
     step train_gpt2 "${TRAIN_LIMIT:-75}" "$py" train.py model=gpt2_scratch data=chatterbot \
         logger=csv trainer=gpu "trainer.accelerator=$accel" trainer.max_epochs=1 \
         +trainer.limit_train_batches=50 sample_replies=3
-    # where GPT-2's training step goes (2.3 steps/s on an H200 on 2026-12-04: not yet explained)
+    # where GPT-2's training step goes (2.3 steps/s on an H200 on 2026-12-04, before SDPA was kept
+    # off cuDNN's attention: see docs/benchmarks.md, "On a GPU machine")
     step profile_gpt2 "${TRAIN_LIMIT:-75}" "$py" train.py model=gpt2_scratch data=chatterbot \
         logger=csv trainer=gpu "trainer.accelerator=$accel" debug=profile_torch
     local profile
