@@ -66,10 +66,9 @@ MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 def set_matmul_precision(value: str | None) -> None:
-    """`torch.set_float32_matmul_precision(value)` (`float32_matmul_precision` in the config;
-    null leaves torch's default, highest)."""
-    if value is None:
-        return
+    """`torch.set_float32_matmul_precision(value)` (`float32_matmul_precision` in the config);
+    null is torch's default, highest, set explicitly: the jobs of a multirun share a process."""
+    value = "highest" if value is None else value
     if value not in MATMUL_PRECISIONS:
         raise ConfigError(
             f"float32_matmul_precision={value!r}: use one of {', '.join(MATMUL_PRECISIONS)} "
