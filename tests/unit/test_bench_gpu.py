@@ -76,13 +76,19 @@ def test_a_failing_section_is_a_row_and_the_others_still_run(monkeypatch, capsys
     monkeypatch.setattr(
         gpu, "gpt2_figures", lambda device, quick, peak16: [gpu.Figure("x", peak16)]
     )
+    monkeypatch.setattr(gpu, "dialogue_figures", broken)
     figures = gpu.run_on(CPU, quick=True)
     failed = [f for f in figures if f.note.startswith("failed")]
-    assert [f.name for f in failed] == ["GPU gru_attn batch 8", "GPU gru_attn batch 16"]
+    assert [f.name for f in failed] == [
+        "GPU gru_attn batch 8",
+        "GPU gru_attn batch 16",
+        "GPU GPT-2 dialogue batches",
+    ]
     assert all("RuntimeError: CUDA error: out of memory" in f.note for f in failed)
     assert "Traceback" in capsys.readouterr().err
     peak = next(f for f in figures if f.name == "GPU bf16 matmul peak")
-    assert figures[-1].value == pytest.approx(peak.value, abs=0.05)  # GPT-2 got the bf16 peak
+    gpt2 = next(f for f in figures if f.name == "x")
+    assert gpt2.value == pytest.approx(peak.value, abs=0.05)  # GPT-2 got the bf16 peak
 
 
 def test_our_step_autocasts_on_the_network_device():
@@ -101,3 +107,19 @@ def test_our_step_autocasts_on_the_network_device():
     for bf16 in (True, False):
         workloads.our_step(net, optimizer, batch, bf16=bf16, forward=forward)
     assert seen == [torch.bfloat16, None]
+
+
+def test_padded_batches_look_like_dialogue_batches():
+    batch = gpu.padded_batch(50, 6, 12, CPU, seed=1)
+    mask = batch["attention_mask"].bool()
+    assert batch["input_ids"].shape == (6, 12) and mask[0].all()  # the longest row fills it
+    assert (mask.sum(1) >= 6).all() and not mask.all()  # others shorter, right-padded
+    assert (mask == mask.cummin(dim=1).values).all()
+    assert (batch["labels"][~mask] == -100).all()
+    assert torch.equal(batch["labels"][mask], batch["input_ids"][mask])
+
+
+def test_dialogue_steps_time_both_attentions_on_every_length():
+    times = gpu.dialogue_step_times(TINY, 2, (8, 10, 12), CPU, bf16=False)
+    assert set(times) == {"dialoglab SDPA", "torch's SDPA"}
+    assert all(len(ts) == 3 and min(ts) > 0 for ts in times.values())

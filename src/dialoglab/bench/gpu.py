@@ -11,7 +11,10 @@ bracketed by torch.cuda.synchronize():
   bf16 autocast, fused AdamW: tokens/s and MFU (`gpt2_flops_per_token` against the bf16 peak
   measured above), eager and torch.compile'd;
 - DDP on one GPU: the same GPT-2 step inside DistributedDataParallel (NCCL, world size 1, the
-  wrapper `trainer.strategy=ddp` puts around the model) vs without.
+  wrapper `trainer.strategy=ddp` puts around the model) vs without;
+- model=gpt2_scratch's size (dropout 0.1) on padded batches of a new length every step, as
+  dialogue batches come: our GPT-2 attention (SDPA with cuDNN's backend kept out) vs torch's
+  backend choice.
 
 The helpers take a device, so the tests run them on the CPU at tiny sizes (gloo for DDP).
 """
@@ -109,8 +112,10 @@ def gpt2_flops_per_token(config: GPT2Config) -> int:
     return 3 * forward
 
 
-def make_gpt2(config: GPT2Config, device: torch.device, attention: str = "sdpa") -> nn.Module:
-    """A randomly initialised GPT-2 of `config`'s size, dropout off (timing, not training)."""
+def make_gpt2(
+    config: GPT2Config, device: torch.device, attention: str = "sdpa", dropout: float = 0.0
+) -> nn.Module:
+    """A randomly initialised GPT-2 of `config`'s size, dropout off unless asked (timing)."""
     from dialoglab.models.components.gpt2 import SpecialIds, gpt2_from_scratch
 
     eos = config.vocab_size - 1
@@ -120,7 +125,7 @@ def make_gpt2(config: GPT2Config, device: torch.device, attention: str = "sdpa")
         n_head=config.n_head,
         n_embd=config.n_embd,
         n_positions=config.n_positions,
-        dropout=0.0,
+        dropout=dropout,
     )
     model.config._attn_implementation = attention
     return model.to(device).train()
@@ -129,18 +134,74 @@ def make_gpt2(config: GPT2Config, device: torch.device, attention: str = "sdpa")
 def gpt2_trainer(
     model: nn.Module, device: torch.device, bf16: bool
 ) -> Callable[[torch.Tensor], float]:
-    """One AdamW training step of `model` (fused on CUDA) on a (B, T) batch of token ids."""
+    """One AdamW training step of `model` (fused on CUDA) on a (B, T) batch of token ids, or on
+    a dict of model inputs with labels (`padded_batch`)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda")
 
-    def step(ids: torch.Tensor) -> float:
+    def step(ids: torch.Tensor | dict[str, torch.Tensor]) -> float:
         optimizer.zero_grad(set_to_none=True)
+        inputs = ids if isinstance(ids, dict) else {"input_ids": ids, "labels": ids}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = model(**inputs).loss
         loss.backward()
         optimizer.step()
         return float(loss.detach())
 
     return step
+
+
+# model=gpt2_scratch's size, and the lengths of its chatterbot batches (prompt + reply, padded)
+GPT2_SCRATCH = {"n_layer": 4, "n_embd": 256, "n_head": 4, "vocab_size": 3376, "n_positions": 256}
+DIALOGUE_LENGTHS = tuple(range(24, 129, 4))  # 27 lengths: a new one every step
+
+
+def padded_batch(
+    vocab: int, rows: int, length: int, device: torch.device, seed: int
+) -> dict[str, torch.Tensor]:
+    """Right-padded token ids (rows, length) with their attention mask and labels (-100 on
+    padding): the longest row fills `length`, the others are shorter, as in a dialogue batch."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (rows, length), generator=g)
+    lengths = torch.randint(length // 2, length + 1, (rows,), generator=g)
+    lengths[0] = length
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask.long(),
+        "labels": ids.masked_fill(~mask, -100),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def dialogue_step_times(
+    config: GPT2Config,
+    rows: int,
+    lengths: tuple[int, ...],
+    device: torch.device,
+    bf16: bool,
+) -> dict[str, list[float]]:
+    """Seconds per training step (dropout 0.1, AdamW) on padded batches of a new length each
+    step, as train.py's dialogue batches come: GPT-2's attention through dialoglab's SDPA
+    (`gpt2_dropout`: cuDNN's backend kept out on CUDA) vs Hugging Face's SDPA (torch's choice of
+    backend). Both see each length for the first time in the same round; one untimed step at
+    another length first."""
+    from dialoglab.models.components.gpt2_dropout import use_fast_dropout
+
+    set_seed(0)
+    base = make_gpt2(config, device, dropout=0.1)
+    models = {"dialoglab SDPA": use_fast_dropout(copy.deepcopy(base)), "torch's SDPA": base}
+    steps = {name: gpt2_trainer(model, device, bf16) for name, model in models.items()}
+    warm = padded_batch(config.vocab_size, rows, lengths[0] - 2, device, seed=0)
+    batches = [padded_batch(config.vocab_size, rows, n, device, seed=n) for n in lengths]
+    for step in steps.values():
+        synchronized(lambda step=step: step(warm), device)()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for batch in batches:
+        for name, step in steps.items():
+            start = time.perf_counter()
+            synchronized(lambda step=step, batch=batch: step(batch), device)()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 @contextlib.contextmanager
@@ -291,6 +352,32 @@ def gpt2_figures(device: torch.device, quick: bool, peak16: float | None) -> lis
     return figures
 
 
+def dialogue_figures(device: torch.device, quick: bool) -> list[Figure]:
+    """model=gpt2_scratch's size on batches of a new padded length each step: dialoglab's SDPA
+    against torch's backend choice (on Hopper, cuDNN's attention builds a plan per shape)."""
+    small = {"n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 300, "n_positions": 64}
+    config = GPT2Config(**(small if quick else GPT2_SCRATCH))
+    lengths = (12, 16, 20) if quick else DIALOGUE_LENGTHS
+    rows = 4 if quick else 32
+    times = dialogue_step_times(config, rows, lengths, device, bf16=device.type == "cuda")
+    step = {k: median(v) for k, v in times.items()}
+    label = (
+        f"GPU GPT-2 {config.n_layer} x {config.n_embd}, {rows} rows of a new padded length "
+        f"each step ({lengths[0]}-{lengths[-1]})"
+    )
+    return [
+        Figure(f"{label}: dialoglab's SDPA", round(step["dialoglab SDPA"] * 1e3, 2), "ms"),
+        Figure(f"{label}: torch's SDPA backend choice", round(step["torch's SDPA"] * 1e3, 2), "ms"),
+        Figure(
+            f"{label}: speed-up of dialoglab's SDPA",
+            round(step["torch's SDPA"] / step["dialoglab SDPA"], 2),
+            "x",
+            note="median step; dropout 0.1; cuDNN's attention kept out (models/components/"
+            "gpt2_dropout.py)",
+        ),
+    ]
+
+
 def run_on(device: torch.device, quick: bool) -> list[Figure]:
     """Every figure, on `device` (CUDA for the benchmark; the tests use the CPU, without the
     compiled GPT-2 step). Each section runs guarded: a failure is a row, not the end."""
@@ -308,4 +395,5 @@ def run_on(device: torch.device, quick: bool) -> list[Figure]:
             f"gru_attn batch {batch_size}", lambda b=batch_size: gru_figures(device, quick, b)
         )
     figures += guarded("GPT-2", lambda: gpt2_figures(device, quick, peak16[0] if peak16 else None))
+    figures += guarded("GPT-2 dialogue batches", lambda: dialogue_figures(device, quick))
     return figures
