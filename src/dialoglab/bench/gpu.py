@@ -288,26 +288,35 @@ def peak_figures(device: torch.device, quick: bool, name: str) -> tuple[list[Fig
     return figures, peak16
 
 
+def milliseconds(name: str, seconds: float) -> Figure:
+    """A step time row, in ms to 0.01."""
+    return Figure(name, round(seconds * 1e3, 2), "ms")
+
+
+def speedup(
+    name: str, step: dict[str, float], slow: str, fast: str, digits: int = 1, note: str = ""
+) -> Figure:
+    """How many times faster `step[fast]` is than `step[slow]` (seconds)."""
+    return Figure(name, round(step[slow] / step[fast], digits), "x", note=note)
+
+
 def gru_figures(device: torch.device, quick: bool, batch_size: int) -> list[Figure]:
     """gru_attn at `batch_size`: the tutorial's loop, our step in fp32 and bf16, the speed-ups."""
     size = GRUSize.for_run(quick)
     times = gru_step_times(size, batch_size, device, repeats=5 if quick else 20)
     step = {k: median(v) for k, v in times.items()}
     flops = count_flops_per_step(size.config(), batch_size, size.length, size.length)
-    label = f"gru_attn batch {batch_size}"
+    label = f"GPU gru_attn batch {batch_size}"
     return [
-        Figure(f"GPU {label}: tutorial step loop (fp32)", round(step["tutorial"] * 1e3, 2), "ms"),
-        Figure(f"GPU {label}: our step fp32", round(step["ours_fp32"] * 1e3, 2), "ms"),
-        Figure(f"GPU {label}: our step bf16-autocast", round(step["ours_bf16"] * 1e3, 2), "ms"),
-        Figure(
-            f"GPU {label}: speed-up over the tutorial step, fp32",
-            round(step["tutorial"] / step["ours_fp32"], 1),
-            "x",
-        ),
-        Figure(
-            f"GPU {label}: speed-up over the tutorial step, bf16-autocast",
-            round(step["tutorial"] / step["ours_bf16"], 1),
-            "x",
+        milliseconds(f"{label}: tutorial step loop (fp32)", step["tutorial"]),
+        milliseconds(f"{label}: our step fp32", step["ours_fp32"]),
+        milliseconds(f"{label}: our step bf16-autocast", step["ours_bf16"]),
+        speedup(f"{label}: speed-up over the tutorial step, fp32", step, "tutorial", "ours_fp32"),
+        speedup(
+            f"{label}: speed-up over the tutorial step, bf16-autocast",
+            step,
+            "tutorial",
+            "ours_bf16",
             note=f"our bf16 step {flops / step['ours_bf16'] / 1e12:.2f} TFLOP/s "
             "(count_flops_per_step; cuDNN also runs the zero-state products it leaves out)",
         ),
@@ -366,12 +375,14 @@ def dialogue_figures(device: torch.device, quick: bool) -> list[Figure]:
         f"each step ({lengths[0]}-{lengths[-1]})"
     )
     return [
-        Figure(f"{label}: dialoglab's SDPA", round(step["dialoglab SDPA"] * 1e3, 2), "ms"),
-        Figure(f"{label}: torch's SDPA backend choice", round(step["torch's SDPA"] * 1e3, 2), "ms"),
-        Figure(
+        milliseconds(f"{label}: dialoglab's SDPA", step["dialoglab SDPA"]),
+        milliseconds(f"{label}: torch's SDPA backend choice", step["torch's SDPA"]),
+        speedup(
             f"{label}: speed-up of dialoglab's SDPA",
-            round(step["torch's SDPA"] / step["dialoglab SDPA"], 2),
-            "x",
+            step,
+            "torch's SDPA",
+            "dialoglab SDPA",
+            digits=2,
             note="median step; dropout 0.1; cuDNN's attention kept out (models/components/"
             "gpt2_dropout.py)",
         ),
