@@ -133,14 +133,14 @@ def make_gpt2(
 
 def gpt2_trainer(
     model: nn.Module, device: torch.device, bf16: bool
-) -> Callable[[torch.Tensor], float]:
+) -> Callable[[torch.Tensor | dict[str, torch.Tensor]], float]:
     """One AdamW training step of `model` (fused on CUDA) on a (B, T) batch of token ids, or on
     a dict of model inputs with labels (`padded_batch`)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=device.type == "cuda")
 
-    def step(ids: torch.Tensor | dict[str, torch.Tensor]) -> float:
+    def step(batch: torch.Tensor | dict[str, torch.Tensor]) -> float:
         optimizer.zero_grad(set_to_none=True)
-        inputs = ids if isinstance(ids, dict) else {"input_ids": ids, "labels": ids}
+        inputs = batch if isinstance(batch, dict) else {"input_ids": batch, "labels": batch}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(**inputs).loss
         loss.backward()
@@ -183,25 +183,23 @@ def dialogue_step_times(
     """Seconds per training step (dropout 0.1, AdamW) on padded batches of a new length each
     step, as train.py's dialogue batches come: GPT-2's attention through dialoglab's SDPA
     (`gpt2_dropout`: cuDNN's backend kept out on CUDA) vs Hugging Face's SDPA (torch's choice of
-    backend). Both see each length for the first time in the same round; one untimed step at
-    another length first."""
+    backend). Both see each length for the first time in the same round (`time_interleaved`);
+    one untimed step at another length first."""
     from dialoglab.models.components.gpt2_dropout import use_fast_dropout
 
     set_seed(0)
     base = make_gpt2(config, device, dropout=0.1)
     models = {"dialoglab SDPA": use_fast_dropout(copy.deepcopy(base)), "torch's SDPA": base}
-    steps = {name: gpt2_trainer(model, device, bf16) for name, model in models.items()}
     warm = padded_batch(config.vocab_size, rows, lengths[0] - 2, device, seed=0)
-    batches = [padded_batch(config.vocab_size, rows, n, device, seed=n) for n in lengths]
-    for step in steps.values():
-        synchronized(lambda step=step: step(warm), device)()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for batch in batches:
-        for name, step in steps.items():
-            start = time.perf_counter()
-            synchronized(lambda step=step, batch=batch: step(batch), device)()
-            times[name].append(time.perf_counter() - start)
-    return times
+    batches = [warm, *(padded_batch(config.vocab_size, rows, n, device, seed=n) for n in lengths)]
+
+    def contender(model: nn.Module) -> Callable[[], None]:
+        """Each call trains on the next batch: the warm-up one, then one per length."""
+        step, queue = gpt2_trainer(model, device, bf16), iter(batches)
+        return synchronized(lambda: step(next(queue)), device)
+
+    fns = {name: contender(model) for name, model in models.items()}
+    return time_interleaved(fns, repeats=len(lengths), warmup=1)
 
 
 @contextlib.contextmanager
