@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 from transformers import GPT2Config
 
 from dialoglab.bench import gpu
@@ -91,7 +92,7 @@ def test_a_failing_section_is_a_row_and_the_others_still_run(monkeypatch, capsys
     assert gpt2.value == pytest.approx(peak.value, abs=0.05)  # GPT-2 got the bf16 peak
 
 
-def test_our_step_autocasts_on_the_network_device():
+def test_our_step_bf16_autocast_reaches_the_forward():
     from dialoglab.bench import workloads
 
     size = GRUSize.for_run(quick=True)
@@ -107,6 +108,34 @@ def test_our_step_autocasts_on_the_network_device():
     for bf16 in (True, False):
         workloads.our_step(net, optimizer, batch, bf16=bf16, forward=forward)
     assert seen == [torch.bfloat16, None]
+
+
+def test_our_step_autocasts_on_the_device_the_network_reports(monkeypatch):
+    """The device type comes from the network (CUDA here, without a GPU: only the embedding's
+    device is read), not the CPU's, which made the GPU bench's "bf16" step an fp32 one."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from dialoglab.bench import workloads
+
+    class CudaLooking(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+            self.config = SimpleNamespace(pad_id=0)
+            self.embedding = SimpleNamespace(weight=SimpleNamespace(device=torch.device("cuda")))
+
+    seen = []
+    monkeypatch.setattr(
+        workloads,
+        "autocast",
+        lambda bf16, dev: seen.append((bf16, dev)) or contextlib.nullcontext(),
+    )
+    net = CudaLooking()
+    batch = {"target": torch.tensor([[1, 2, 0]])}
+    optimizer = torch.optim.Adam(net.parameters())
+    workloads.our_step(net, optimizer, batch, bf16=True, forward=lambda net, batch: net.w.sum())
+    assert seen == [(True, "cuda")]
 
 
 def test_padded_batches_look_like_dialogue_batches():
