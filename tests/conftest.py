@@ -86,14 +86,21 @@ TINY_GRU = [
 
 
 def run_script(
-    script: str, *overrides: str, cwd: Path, env: dict[str, str], timeout: int = 300
+    script: str,
+    *overrides: str,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: int = 300,
+    merge_stderr: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run an entry script (train.py, eval.py, ...) as a user would, rooted at `cwd`."""
+    """Run an entry script (train.py, eval.py, ...) as a user would, rooted at `cwd`; with
+    `merge_stderr`, stderr goes into stdout in the order a terminal shows them."""
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / script), f"paths.root_dir={cwd}", *overrides],
         cwd=cwd,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         text=True,
         timeout=timeout,
     )

@@ -67,15 +67,19 @@ def test_checkpoint_eval_round_trip(make_cfg, tmp_path: Path) -> None:
     assert saved["metrics"]["test/ppl"] == pytest.approx(eval_metrics["test/ppl"])
 
 
-def run_cli(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "", "WANDB_API_KEY": "", "HOME": str(cwd)}
-    env.pop("WANDB_MODE")
-    env.pop("WANDB_API_KEY")
-    return run_script(script, *overrides, cwd=cwd, env=env)
+def run_cli(
+    script: str, *overrides: str, cwd: Path, merge_stderr: bool = False
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(cwd)}
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_SILENT"):  # as a user's shell has them
+        env.pop(name, None)
+    return run_script(script, *overrides, cwd=cwd, env=env, merge_stderr=merge_stderr)
 
 
 def test_cli_train_logs_to_wandb_offline_and_csv(tmp_path: Path) -> None:
-    """No W&B credentials: the run goes offline by itself, says how to sync, and writes CSV too."""
+    """No W&B credentials: the run goes offline by itself, says how to sync, and writes CSV too;
+    the run's report (where it went, how to evaluate it) is the last thing printed, after W&B's
+    summary."""
     result = run_cli(
         "train.py",
         "data=chatterbot",
@@ -86,11 +90,15 @@ def test_cli_train_logs_to_wandb_offline_and_csv(tmp_path: Path) -> None:
         "trainer.limit_test_batches=1",
         *TINY_GRU[:4],
         cwd=tmp_path,
+        merge_stderr=True,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout + result.stderr
+    out = result.stdout
+    assert result.returncode == 0, out[-3000:]
     assert "wandb sync" in out
     assert "run directory:" in out
+    last_lines = [line for line in out.splitlines() if line.strip()][-3:]
+    assert last_lines[0].startswith("run directory:"), last_lines
+    assert last_lines[-1].startswith("evaluate it with: python eval.py ckpt_path="), last_lines
     run_dir = next((tmp_path / "outputs" / "train" / "runs").iterdir())
     assert list(run_dir.glob("wandb/offline-run-*")), "no offline W&B run"
     assert (run_dir / "csv" / "metrics.csv").is_file()

@@ -117,7 +117,10 @@ def report_run(
     checkpoint: str = "",
     samples: Sequence[tuple[str, str]] = (),
 ) -> None:
-    """Tell the user where the run went, what it measured, and what the model says."""
+    """Tell the user where the run went, what it measured, and what the model says. The W&B run
+    is closed first: its own summary (some thirty lines) would otherwise print after, and bury,
+    this report's last lines (the run directory and the command that evaluates it)."""
+    finish_wandb_run(failed=False)
     table = Table(title=f"{task}: metrics", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
