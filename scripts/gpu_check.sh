@@ -5,7 +5,7 @@
 #                                       machine may lack (Hydra, OmegaConf, ANTLR's runtime,
 #                                       chatterbot-corpus) from .venv into .gpu_site/
 #   scripts/gpu_check.sh run OUT_DIR    there: the GPU benchmark (`python -m dialoglab.bench
-#                                       --only gpu`), then four short training runs through
+#                                       --only gpu`), then five short training runs through
 #                                       train.py: gru_attn bf16-mixed, the same under DDP on one
 #                                       GPU (trainer=ddp), gru_attn fp32 on TF32, GPT-2 from
 #                                       scratch, and GPT-2 under debug=profile_torch (its table at

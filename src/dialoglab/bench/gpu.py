@@ -270,20 +270,22 @@ def guarded(section: str, figures: Callable[[], list[Figure]]) -> list[Figure]:
         return [Figure(f"GPU {section}", None, note=f"failed: {type(error).__name__}: {error}")]
 
 
-def peak_figures(device: torch.device, quick: bool, name: str) -> tuple[list[Figure], float]:
-    """The bf16, fp32 and TF32 matmul peaks; with the bf16 peak in TFLOP/s (MFU's denominator)."""
+BF16_PEAK = "GPU bf16 matmul peak"  # its row's value (TFLOP/s) is MFU's denominator
+
+
+def peak_figures(device: torch.device, quick: bool, name: str) -> list[Figure]:
+    """The bf16, fp32 and TF32 matmul peaks."""
     n, repeats = (1024, 3) if quick else (8192, 10)
     peak16 = matmul_tflops(device, torch.bfloat16, n, repeats)
     with tf32(False):
         peak32 = matmul_tflops(device, torch.float32, n, repeats)
     with tf32(True):
         peak_tf32 = matmul_tflops(device, torch.float32, n, repeats)
-    figures = [
-        Figure("GPU bf16 matmul peak", round(peak16, 1), "TFLOP/s", note=f"{name}, n={n}"),
+    return [
+        Figure(BF16_PEAK, round(peak16, 1), "TFLOP/s", note=f"{name}, n={n}"),
         Figure("GPU fp32 matmul peak (TF32 off)", round(peak32, 1), "TFLOP/s"),
         Figure("GPU fp32 matmul peak (TF32 on)", round(peak_tf32, 1), "TFLOP/s"),
     ]
-    return figures, peak16
 
 
 def milliseconds(name: str, seconds: float) -> Figure:
@@ -391,18 +393,12 @@ def run_on(device: torch.device, quick: bool) -> list[Figure]:
     """Every figure, on `device` (CUDA for the benchmark; the tests use the CPU, without the
     compiled GPT-2 step). Each section runs guarded: a failure is a row, not the end."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    peak16: list[float] = []
-
-    def peaks() -> list[Figure]:
-        figures, bf16_peak = peak_figures(device, quick, name)
-        peak16.append(bf16_peak)
-        return figures
-
-    figures = guarded("matmul peaks", peaks)
+    figures = guarded("matmul peaks", lambda: peak_figures(device, quick, name))
+    peak16 = next((f.value for f in figures if f.name == BF16_PEAK), None)  # None if it failed
     for batch_size in (GRUSize.for_run(quick).batch, 16 if quick else 512):
         figures += guarded(
             f"gru_attn batch {batch_size}", lambda b=batch_size: gru_figures(device, quick, b)
         )
-    figures += guarded("GPT-2", lambda: gpt2_figures(device, quick, peak16[0] if peak16 else None))
+    figures += guarded("GPT-2", lambda: gpt2_figures(device, quick, peak16))
     figures += guarded("GPT-2 dialogue batches", lambda: dialogue_figures(device, quick))
     return figures
