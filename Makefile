@@ -16,8 +16,7 @@ install: ## create .venv, install torch==$(TORCH_VERSION) (CPU) first, then dial
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
 	$(PIP) install --quiet -e ".[dev]"
-	@$(PY) -c "from dialoglab.models.components.fused_gru import compiled_loops as c; \
-	  print('fused GRU C++ loops:', 'built' if c() else 'unavailable, the Python loops serve')"
+	$(PY) -m dialoglab.accel.extension
 	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; \
 	  sys.exit(f'torch was replaced: {torch.__version__}') if v != '$(TORCH_VERSION)' else print('torch', torch.__version__, 'ok')"
 
@@ -59,8 +58,8 @@ report: ## ranked table + plots of the runs under DIR: make report DIR=outputs/t
 wandb-sweep-check: ## print and compose the commands `wandb agent` would run for the W&B sweep
 	$(PY) -m dialoglab.experiment.wandb_sweep conf/wandb_sweep/gru_attn.yaml
 
-bench: ## all benchmarks (< 15 min on 2 cores): outputs/bench/<date>/results.{json,md}
-	$(PY) -m dialoglab.bench
+bench: ## benchmarks (< 15 min on 2 cores; BENCH="--only data --quick"): outputs/bench/<date>/
+	$(PY) -m benchmarks $(BENCH)
 
 clean: ## remove caches and build artefacts (keeps outputs/ and data/)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -73,9 +73,9 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
 # Small and fast: a tiny model, CSV logging, a couple of batches.
 TINY_GRU = [
-    "model.hidden_size=16",
-    "model.encoder_n_layers=1",
-    "model.decoder_n_layers=1",
+    "model.net.hidden_size=16",
+    "model.net.encoder_n_layers=1",
+    "model.net.decoder_n_layers=1",
     "model.val_generate=16",
     "logger=csv",
     "trainer.accelerator=cpu",

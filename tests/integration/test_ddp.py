@@ -1,6 +1,6 @@
 """DDP on CPU through the CLI (a subprocess: Lightning must never re-launch pytest itself).
 
-One `-m` multirun covers the traps at once: trainer=cpu,ddp_cpu x model.hidden_size=16,24.
+One `-m` multirun covers the traps at once: trainer=cpu,ddp_cpu x model.net.hidden_size=16,24.
 - Rank 1 of each DDP job must train the job's own config, not re-run the `-m` sweep: every rank
   records the digest of its resolved config, and they must agree with the job's config.
 - A 2-process run must measure what a 1-process run measures. With lr=0 both train identical
@@ -32,10 +32,10 @@ def test_ddp_cpu_multirun_matches_single_process(tmp_path: Path) -> None:
         "data=chatterbot",
         "logger=csv",
         "trainer=cpu,ddp_cpu",
-        "model.hidden_size=16,24",
+        "model.net.hidden_size=16,24",
         "model.optimizer.lr=0",
-        "model.encoder_n_layers=1",
-        "model.decoder_n_layers=1",
+        "model.net.encoder_n_layers=1",
+        "model.net.decoder_n_layers=1",
         "model.val_generate=40",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
@@ -49,7 +49,7 @@ def test_ddp_cpu_multirun_matches_single_process(tmp_path: Path) -> None:
     assert not (outputs / "runs").exists(), "a rank started a Hydra run of its own"
     (sweep_dir,) = (outputs / "multiruns").iterdir()
     runs = {
-        (o["trainer"], o["model.hidden_size"]): run
+        (o["trainer"], o["model.net.hidden_size"]): run
         for run in job_dirs(sweep_dir)
         for o in [overrides_of(run)]
     }
@@ -59,7 +59,7 @@ def test_ddp_cpu_multirun_matches_single_process(tmp_path: Path) -> None:
         ddp_run = runs["ddp_cpu", hidden]
         # every rank ran this job's resolved config (not a sweep of its own)
         resolved = OmegaConf.load(ddp_run / "ddp" / "config.yaml")
-        assert resolved.model.hidden_size == int(hidden)
+        assert resolved.model.net.hidden_size == int(hidden)
         ranks = [json.loads(p.read_text()) for p in sorted((ddp_run / "ddp").glob("rank_*.json"))]
         assert [r["global_rank"] for r in ranks] == [0, 1]
         assert {r["world_size"] for r in ranks} == {2}

@@ -86,8 +86,8 @@ def test_grid_multirun_2x2_fast_dev_run(tmp_path: Path) -> None:
         "debug=fast",
         "logger=many",  # W&B (offline: no credentials here) + CSV
         "data=chatterbot",
-        "model.hidden_size=16,24",
-        "model.dropout=0.0,0.2",
+        "model.net.hidden_size=16,24",
+        "model.net.dropout=0.0,0.2",
         *TINY_GRU[1:4],
         *QUIET,
         cwd=tmp_path,
@@ -96,7 +96,7 @@ def test_grid_multirun_2x2_fast_dev_run(tmp_path: Path) -> None:
     (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
     runs = job_dirs(sweep_dir)
     assert [r.name for r in runs] == ["0", "1", "2", "3"]
-    grid = {(o["model.hidden_size"], o["model.dropout"]) for o in map(overrides_of, runs)}
+    grid = {(o["model.net.hidden_size"], o["model.net.dropout"]) for o in map(overrides_of, runs)}
     assert grid == set(product(["16", "24"], ["0.0", "0.2"]))
     for run in runs:
         summary = json.loads((run / "metrics.json").read_text())
@@ -117,13 +117,13 @@ OPTUNA = [
     "trainer.limit_val_batches=1",
     "model.val_generate=8",
     *QUIET,
-    # a small search space in which model.attention=bogus makes a trial crash (a ConfigError)
-    "model.hidden_size=choice(16,24)",
-    "model.attention=choice(dot,bogus)",
-    "model.encoder_n_layers=1",
-    "model.decoder_n_layers=1",
+    # a small search space in which model.net.attention=bogus makes a trial crash (a ConfigError)
+    "model.net.hidden_size=choice(16,24)",
+    "model.net.attention=choice(dot,bogus)",
+    "model.net.encoder_n_layers=1",
+    "model.net.decoder_n_layers=1",
     "data.batch_size=32",
-    "model.dropout=0.1",
+    "model.net.dropout=0.1",
     "model.optimizer.lr=0.003",
     "hydra.sweeper.sampler.seed=2",  # trials: dot, bogus, dot (then dot on resume)
 ]
@@ -149,15 +149,15 @@ def test_optuna_failed_trial_is_recorded_and_the_study_resumes(
 ) -> None:
     root, sweep_dir = optuna_sweep
     trials = read_trials(sweep_dir)
-    assert [(t["model.attention"], t["state"]) for t in trials] == [
+    assert [(t["model.net.attention"], t["state"]) for t in trials] == [
         ("dot", "COMPLETE"),
         ("bogus", "FAIL"),
         ("dot", "COMPLETE"),
     ]
-    assert "model.attention must be one of" in trials[1]["failure"]
+    assert "model.net.attention must be one of" in trials[1]["failure"]
     runs = job_dirs(sweep_dir)
     assert [r.name for r in runs] == ["0", "1", "2"]
-    assert "model.attention must be one of" in (runs[1] / "error.txt").read_text()
+    assert "model.net.attention must be one of" in (runs[1] / "error.txt").read_text()
     assert not (runs[1] / "metrics.json").exists()
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert (results["n_complete"], results["n_failed"]) == (2, 1)
@@ -186,12 +186,12 @@ def test_report_on_a_sweep(optuna_sweep: tuple[Path, Path]) -> None:
     assert len(lines) == n_runs + 2  # header, alignment, one row per run
     assert report.runs[0].status == "ok"
     assert report.runs[-1].status == "failed"  # the crashed trial is ranked last
-    assert "model.attention must be one of" in lines[-1]
-    assert "model.attention" in lines[0] and "val/ppl_best" in lines[0]
+    assert "model.net.attention must be one of" in lines[-1]
+    assert "model.net.attention" in lines[0] and "val/ppl_best" in lines[0]
     html = report.html.read_text()
     assert html.count("<tr>") == n_runs + 1 and "<img" in html
     names = {p.name for p in report.plots}
-    assert {"param_model.attention.png", "learning_curves.png"} <= names
+    assert {"param_model.net.attention.png", "learning_curves.png"} <= names
     for plot in report.plots:
         data = plot.read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, plot
@@ -266,7 +266,7 @@ def test_wandb_sweep_command_lines_compose(make_cfg, monkeypatch: pytest.MonkeyP
     sweep = load_sweep(REPO_ROOT / "conf" / "wandb_sweep" / "gru_attn.yaml")
     assert sweep["metric"] == {"name": "val/ppl_best", "goal": "minimize"}
     assignments = sample_assignments(sweep, 3)
-    assignments.append({**assignments[0], "model.optimizer.lr": 1e-05, "model.dropout": 0.35})
+    assignments.append({**assignments[0], "model.optimizer.lr": 1e-05, "model.net.dropout": 0.35})
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")  # what the agent sets for its runs
     for assignment in assignments:
         argv = agent_command(sweep, assignment)

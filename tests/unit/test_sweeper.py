@@ -57,18 +57,18 @@ def test_wrapped_user_error_is_reported_as_itself() -> None:
     """Hydra's instantiate wraps a constructor's ConfigError: the reason is the user's error."""
     try:
         try:
-            raise ConfigError("model.attention must be one of dot, general, concat")
+            raise ConfigError("model.net.attention must be one of dot, general, concat")
         except ConfigError as inner:
             raise RuntimeError("Error in call to target 'Seq2SeqModule'") from inner
     except RuntimeError as outer:
         _, why = trial_outcome(job(error=outer), 1)
-    assert why == "model.attention must be one of dot, general, concat"
+    assert why == "model.net.attention must be one of dot, general, concat"
 
 
 def _record(journal: TrialJournal, study: optuna.Study, hidden: int) -> optuna.Trial:
     trial = study.ask()
-    trial._suggest("model.hidden_size", CategoricalDistribution([16, 32, 64]))
-    journal.asked(trial, {"model.attention": "dot"})
+    trial._suggest("model.net.hidden_size", CategoricalDistribution([16, 32, 64]))
+    journal.asked(trial, {"model.net.attention": "dot"})
     return trial
 
 
@@ -79,7 +79,7 @@ def test_journal_replays_a_killed_sweep(tmp_path: Path) -> None:
     done = _record(journal, first, 16)
     journal.finished(done.number, "COMPLETE", [42.0], "")
     failed = _record(journal, first, 32)
-    journal.finished(failed.number, "FAIL", None, "model.attention must be one of ...")
+    journal.finished(failed.number, "FAIL", None, "model.net.attention must be one of ...")
     _record(journal, first, 64)  # still RUNNING: the sweep was killed here
 
     # the same command again: a fresh in-memory study, replayed from the file
@@ -101,7 +101,7 @@ def test_journal_replays_a_killed_sweep(tmp_path: Path) -> None:
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
     assert study.best_value == 42.0
-    assert study.trials[1].user_attrs["failure"].startswith("model.attention")
+    assert study.trials[1].user_attrs["failure"].startswith("model.net.attention")
     assert study.trials[2].user_attrs["interrupted"] is True
     assert sum(sweeper._counted(t) for t in study.trials) == 2  # the killed trial is run again
     assert study.ask().number == 3  # job numbers (= sweep subdirectories) continue

@@ -63,11 +63,37 @@ def weight_mismatch(expected: dict[str, Any], found: dict[str, Any], limit: int 
     return "; ".join(parts)
 
 
+NET_KEYS = (
+    "hidden_size",
+    "encoder_n_layers",
+    "decoder_n_layers",
+    "dropout",
+    "attention",
+    "rnn_type",
+)
+RETIRED_KEYS = ("fused_rnn", "fast_dropout", "search")  # speed switches that moved to `accel`
+
+
+def upgrade_model_config(model_cfg: DictConfig) -> DictConfig:
+    """A checkpoint's `model` config in today's shape: gru_attn's network settings under
+    `net` (checkpoints written before the network was injected held them at the top) and the
+    retired speed switches dropped. Weights and state_dict keys need no change."""
+    cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    for key in RETIRED_KEYS:
+        cfg.pop(key, None)
+    if str(cfg.get("_target_", "")).endswith("Seq2SeqModule") and "net" not in cfg:
+        net = {key: cfg.pop(key) for key in NET_KEYS if key in cfg}
+        target = "dialoglab.models.components.gru_attn.GRUAttnSeq2Seq"
+        cfg["net"] = {"_target_": target, "_partial_": True, **net}
+    return OmegaConf.create(cfg)
+
+
 def restore_model(path: str | Path) -> Restored:
     """Rebuild tokenizer and model exactly as trained, on CPU, from the checkpoint alone."""
     checkpoint = load_checkpoint(path)
     payload = checkpoint[CHECKPOINT_KEY]
     cfg = OmegaConf.create(payload["config"])
+    cfg.model = upgrade_model_config(cfg.model)
     tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
     tokenizer.load_state_dict(payload["tokenizer"])
     init_kwargs = payload.get("init_kwargs") or {}  # e.g. the GPT-2 architecture it recorded
@@ -81,6 +107,6 @@ def restore_model(path: str | Path) -> Restored:
             f"vocabulary ({len(tokenizer)} tokens) describe: {detail}. Tokenizer and weights of "
             "this file come from different runs; use a checkpoint written by train.py"
         ) from err
-    model.run_config = payload["config"]
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
     model.eval()
     return Restored(cfg=cfg, model=model, checkpoint=checkpoint)

@@ -10,12 +10,11 @@ import hydra
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dialoglab.errors import ConfigError
+from dialoglab import accel
 from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
 from dialoglab.experiment.checkpoint import restore_model
 from dialoglab.experiment.runner import CONFIG_DIR, report_run, run_task
 from dialoglab.generation import DecodingConfig
-from dialoglab.models.quantize import quantize_model
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -25,15 +24,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # Weights are converted where they will run (int8 is CPU-only: a GPU trainer gets a clear
     # `quantize` error, and `auto` stays fp32 there).
     run_cfg, model = restored.cfg, restored.model.to(trainer.strategy.root_device)
-    model = quantize_model(model, cfg.get("quantize", "none"), one_at_a_time=False)
+    model = accel.for_inference(model, cfg.get("quantize", "none"), cfg.get("accel"))
     model.decoding = DecodingConfig.from_any(cfg.get("decoding"))  # BLEU/distinct under it
-    if cfg.get("search") is not None:
-        if not hasattr(model, "use_search"):
-            raise ConfigError(
-                f"search={cfg.search} picks how GPT-2 checkpoints decode; {cfg.ckpt_path} holds "
-                f"a {model.family} model: drop the search override"
-            )
-        model.use_search(str(cfg.search), key="search")
     data_cfg = run_cfg.data
     if cfg.get("data"):
         data_cfg = OmegaConf.merge(data_cfg, cfg.data)

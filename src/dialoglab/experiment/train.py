@@ -15,9 +15,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from dialoglab import accel
 from dialoglab.errors import ConfigError
 from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
-from dialoglab.experiment.cpu_heap import keep_freed_memory
 from dialoglab.experiment.distributed import distributed_run
 from dialoglab.experiment.loggers import instantiate_callbacks, instantiate_loggers, log_run_config
 from dialoglab.experiment.resume import (
@@ -87,7 +87,6 @@ def to_trainer_device(model: pl.LightningModule, trainer: pl.Trainer) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics (floats)."""
     start = time.perf_counter()
-    keep_freed_memory(bool(cfg.get("keep_freed_memory", True)))  # no page faults per step
     set_matmul_precision(cfg.get("float32_matmul_precision"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -101,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("data: %s", datamodule.describe())
 
     model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer)
+    accel.for_training(model.net, cfg.get("accel"))  # speed paths, same weights (accel=none: off)
     plan.check_model(model)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     n_params = sum(p.numel() for p in model.parameters())

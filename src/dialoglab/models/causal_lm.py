@@ -12,7 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dialoglab.data.hf_tokenization import IGNORE_INDEX, HFTokenizer
 from dialoglab.errors import ConfigError
-from dialoglab.generation import DecodingConfig, generate, seeded, to_hf_generate_kwargs
+from dialoglab.generation import DecodingConfig, seeded, to_hf_generate_kwargs
 from dialoglab.models.components.gpt2 import (
     FAST_ACTIVATION,
     SpecialIds,
@@ -22,12 +22,8 @@ from dialoglab.models.components.gpt2 import (
     gpt2_from_scratch,
     gpt2_pretrained,
 )
-from dialoglab.models.components.gpt2_dropout import use_fast_dropout, use_plain_attention
-from dialoglab.models.components.gpt2_stepper import GPT2Stepper
-from dialoglab.models.components.linear_cross_entropy import kept_rows, linear_cross_entropy
 from dialoglab.models.dialogue_module import DialogueModule, eval_mode
 
-SEARCHES = ("dialoglab", "hf")
 # Batch keys with one entry per example (the others have one per row, several examples per row
 # when the tokenizer packs them).
 EXAMPLE_KEYS = ("prompt_ids", "prompt_mask", "prompt_types", "reply_ids", "n_words", "index")
@@ -47,17 +43,13 @@ class CausalLMModule(DialogueModule):
     `pretrained` (hub name or local directory) fine-tunes those weights; null builds a new model
     from `n_layer`, `n_head`, `n_embd`, `n_positions`. `activation` is the MLP's (a transformers
     ACT2FN name; null keeps a pretrained model's own): `gelu_pytorch_tanh`, the default, is
-    GPT-2's `gelu_new` formula as one fused op (faster training). `fast_dropout` draws dropout
-    masks the cheaper way gru_attn does, attention weights included
-    (`models/components/gpt2_dropout.py`; the same rate and expectation). `gpt2_config` is set
-    when a checkpoint is restored: the recorded architecture is built and the checkpoint's weights loaded into it, so
-    neither the hub nor the pretrained directory is needed again.
+    GPT-2's `gelu_new` formula as one fused op. `gpt2_config` is set when a checkpoint is
+    restored: the recorded architecture is built and the checkpoint's weights loaded into it,
+    so neither the hub nor the pretrained directory is needed again.
 
-    `search` picks what decodes replies: `dialoglab` (default) steps the network with a KV cache
-    through `dialoglab.generation`, the greedy / beam / sampling search gru_attn uses
-    (`models/components/gpt2_stepper.py`; faster at batch 1); `hf` calls Hugging Face
-    `generate()`. Extra `generation` arguments (`generate()` keywords) need `hf` (null: `hf`
-    when there are any, else `dialoglab`).
+    Replies are decoded by Hugging Face `generate()` with the KV cache, from the same
+    `DecodingConfig` every family uses (`to_hf_generate_kwargs`); `generation` adds further
+    `generate()` keywords.
     """
 
     family = "causal_lm"
@@ -73,7 +65,6 @@ class CausalLMModule(DialogueModule):
         n_positions: int = 256,
         dropout: float = 0.1,
         activation: str | None = FAST_ACTIVATION,
-        fast_dropout: bool = True,
         weight_decay: float = 0.01,
         label_smoothing: float = 0.0,
         gradient_checkpointing: bool = False,
@@ -84,7 +75,6 @@ class CausalLMModule(DialogueModule):
         val_generate: int = 256,
         n_samples: int = 8,
         gpt2_config: Mapping[str, Any] | None = None,
-        search: str | None = None,
     ) -> None:
         super().__init__(tokenizer, optimizer, scheduler, val_generate, n_samples)
         generation = plain(generation) or {}  # hparams go into weights_only checkpoints
@@ -102,10 +92,6 @@ class CausalLMModule(DialogueModule):
             self.net = gpt2_from_scratch(
                 ids, n_layer, n_head, n_embd, n_positions, dropout, activation or FAST_ACTIVATION
             )
-        if fast_dropout:
-            use_fast_dropout(self.net)
-        else:
-            use_plain_attention(self.net)  # SDPA off cuDNN's backend on CUDA (gpt2_dropout.py)
         if tokenizer.max_length and tokenizer.max_length > self.n_positions:
             raise ConfigError(
                 f"model.tokenizer.max_length={tokenizer.max_length} exceeds the model's "
@@ -116,23 +102,9 @@ class CausalLMModule(DialogueModule):
         self._label_smoothing = label_smoothing
         self.max_reply_length = max_reply_length
         self.generation_kwargs = dict(generation)
-        if search is None:  # checkpoints from before the option: as they were decoded
-            search = "hf" if generation else "dialoglab"
-        self.use_search(search)
         self.use_compile = compile
         if gradient_checkpointing:
             enable_activation_checkpointing(self.net)
-
-    def use_search(self, search: str, key: str = "model.search") -> None:
-        """Decode replies with `dialoglab` (our search) or `hf` (`generate()`) from now on."""
-        if search not in SEARCHES:
-            raise ConfigError(f"{key} must be one of {', '.join(SEARCHES)}, got {search!r}")
-        if search == "dialoglab" and self.generation_kwargs:
-            raise ConfigError(
-                f"model.generation={self.generation_kwargs} holds generate() arguments, which "
-                f"only search=hf passes on: set {key}=hf, or drop them"
-            )
-        self.search = search
 
     @property
     def label_smoothing(self) -> float:
@@ -175,9 +147,9 @@ class CausalLMModule(DialogueModule):
         labels = batch["labels"][:, 1:]  # position t predicts token t + 1
         scored = labels != IGNORE_INDEX  # (rows, T - 1)
         predicting = F.pad(scored, (0, 1))  # (rows, T): the last position predicts nothing
-        # lm_head and the loss as one node (models/components/linear_cross_entropy.py)
-        return linear_cross_entropy(
-            kept_rows(hidden, predicting), self.net.lm_head, labels[scored], label_smoothing
+        logits = self.net.lm_head(hidden[predicting])  # (N, vocab), N labelled tokens
+        return F.cross_entropy(
+            logits.float(), labels[scored], reduction="sum", label_smoothing=label_smoothing
         )
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -211,9 +183,9 @@ class CausalLMModule(DialogueModule):
     ) -> torch.Tensor:
         """Reply ids (B, T) after left-padded prompts (ending in `<bot>`), with a KV cache.
 
-        `decoding` (a DecodingConfig, preset name or dict; default `self.decoding`) is searched
-        as the seq2seq family searches it (`model.search=dialoglab`), or mapped onto Hugging
-        Face `generate` kwargs (`model.search=hf`, and prompts of another layout).
+        `decoding` (a DecodingConfig, preset name or dict; default `self.decoding`) is mapped
+        onto Hugging Face `generate` kwargs; special tokens other than `<eot>` are never
+        generated.
         """
         config = self.decoding if decoding is None else DecodingConfig.from_any(decoding)
         room = self.n_positions - prompt_ids.shape[1]
@@ -222,18 +194,13 @@ class CausalLMModule(DialogueModule):
             return prompt_ids.new_full((prompt_ids.shape[0], 1), self.tokenizer.eos_id)
         config = config.replace(max_length=max_new, min_length=min(config.min_length, max_new - 1))
         tok = self.tokenizer
-        ours = self.search == "dialoglab" and GPT2Stepper.supports(self.net)
-        if ours and bool((prompt_ids[:, -1] == tok.bot_id).all()):  # HFTokenizer's prompts end so
-            stepper = GPT2Stepper(self.net, tok.bot_id, tok.eos_id, tok.pad_id, prompt_types)
-            markers = (tok.bos_id, tok.persona_id, tok.user_id)  # start no context n-gram
-            lengths = prompt_mask.sum(dim=1)
-            return generate(stepper, prompt_ids, lengths, config, ignore_ids=markers)
         kwargs = {
             **self.generation_kwargs,
             **to_hf_generate_kwargs(
                 config, prompt_length=prompt_ids.shape[1], ignore_ids=[tok.pad_id]
             ),
         }
+        kwargs.setdefault("suppress_tokens", self.never_generated())
         with seeded(config):
             out = self.net.generate(
                 input_ids=prompt_ids,
@@ -248,6 +215,13 @@ class CausalLMModule(DialogueModule):
                 **kwargs,
             )
         return out[:, prompt_ids.shape[1] :]
+
+    def never_generated(self) -> list[int]:
+        """The special tokens a reply never holds: padding and the segment markers."""
+        tok = self.tokenizer
+        return sorted(
+            {tok.pad_id, tok.bos_id, tok.persona_id, tok.user_id, tok.bot_id} - {tok.eos_id}
+        )
 
     def generate_replies(self, batch: dict[str, torch.Tensor]) -> list[str]:
         ids = self.generate_ids(batch["prompt_ids"], batch["prompt_mask"], batch["prompt_types"])

@@ -28,6 +28,15 @@ _GLOBAL: dict[str, Any] = {"sync_dist": True, "reduce_fx": "max"}
 CHECKPOINT_VERSION = 1
 
 
+def summed_nll(
+    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Summed cross-entropy of (N, V) logits (upcast to fp32) against (N,) targets."""
+    return torch.nn.functional.cross_entropy(
+        logits.float(), targets, reduction="sum", label_smoothing=label_smoothing
+    )
+
+
 def total_grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of all `grads` together, as `torch.nn.utils.get_total_norm`. Contiguous fp32
     CPU gradients are summed as dot products with themselves (BLAS sdot, ~2x the bandwidth of

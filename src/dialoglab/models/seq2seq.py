@@ -9,27 +9,25 @@ import torch
 
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.generation import DecodingConfig, generate
-from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
-from dialoglab.models.components.linear_cross_entropy import summed_nll
-from dialoglab.models.dialogue_module import DialogueModule, eval_mode
+from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
+from dialoglab.models.dialogue_module import DialogueModule, eval_mode, summed_nll
 
 
 class Seq2SeqModule(DialogueModule):
-    """Teacher-forced training of `GRUAttnSeq2Seq` (whole target in one decoder call when the
-    teacher-forcing ratio is 1; the step-by-step scheduled-sampling path when it is below 1)."""
+    """Teacher-forced training of a `GRUAttnSeq2Seq` (whole target in one decoder call when the
+    teacher-forcing ratio is 1; the step-by-step scheduled-sampling path when it is below 1).
+
+    `net` builds the network (Hydra's `model.net`, a partial): this module completes it with the
+    tokenizer's vocabulary size and special ids, so each hyperparameter is written once.
+    """
 
     family = "seq2seq"
 
     def __init__(
         self,
         tokenizer: WordTokenizer,
+        net: Callable[..., GRUAttnSeq2Seq],
         optimizer: Callable[..., torch.optim.Optimizer],
-        hidden_size: int = 500,
-        encoder_n_layers: int = 2,
-        decoder_n_layers: int = 2,
-        dropout: float = 0.1,
-        attention: str = "dot",
-        rnn_type: str = "gru",
         teacher_forcing_ratio: float = 1.0,
         label_smoothing: float = 0.0,
         decoder_lr_ratio: float = 5.0,
@@ -37,24 +35,16 @@ class Seq2SeqModule(DialogueModule):
         scheduler: Callable[..., Any] | None = None,
         val_generate: int = 256,
         n_samples: int = 8,
-        fused_rnn: bool = True,
     ) -> None:
         super().__init__(tokenizer, optimizer, scheduler, val_generate, n_samples)
-        self.save_hyperparameters(ignore=["tokenizer", "optimizer", "scheduler"])
-        self.config = GRUAttnConfig(
+        self.save_hyperparameters(ignore=["tokenizer", "net", "optimizer", "scheduler"])
+        self.net = net(
             vocab_size=len(tokenizer),
             pad_id=tokenizer.pad_id,
             sos_id=tokenizer.sos_id,
             eos_id=tokenizer.eos_id,
-            hidden_size=hidden_size,
-            encoder_n_layers=encoder_n_layers,
-            decoder_n_layers=decoder_n_layers,
-            dropout=dropout,
-            attention=attention,
-            rnn_type=rnn_type,
         )
-        self.net = GRUAttnSeq2Seq(self.config)
-        self.net.fused_rnn = fused_rnn
+        self.config = self.net.config
         self.teacher_forcing_ratio = teacher_forcing_ratio
         self._label_smoothing = label_smoothing
         self.decoder_lr_ratio = decoder_lr_ratio
@@ -70,25 +60,26 @@ class Seq2SeqModule(DialogueModule):
         in one call."""
         return self.training and self.teacher_forcing_ratio < 1.0
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], keep: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Logits (B, T, V) of the reply tokens; (N, V) at the positions where `keep` is True."""
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (B, T, V) of the reply tokens (step by step under scheduled sampling)."""
+        src, lengths, decoder_input = batch["src"], batch["src_lengths"], batch["decoder_input"]
         if self._stepwise:
-            logits = self.net.forward_stepwise(
-                batch["src"],
-                batch["src_lengths"],
-                batch["decoder_input"],
-                self.teacher_forcing_ratio,
+            return self.net.forward_stepwise(
+                src, lengths, decoder_input, self.teacher_forcing_ratio
             )
-            return logits if keep is None else logits[keep]
-        return self.net(batch["src"], batch["src_lengths"], batch["decoder_input"], keep)
+        return self.net(src, lengths, decoder_input)
 
     def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:
         if self._stepwise:  # scheduled sampling: step by step, logits then the loss
-            keep = batch["target"] != self.config.pad_id  # (B, T): no output layers on padding
-            return summed_nll(self(batch, keep), batch["target"][keep], label_smoothing)
-        return reply_nll(self.net, batch, label_smoothing)
+            keep = batch["target"] != self.config.pad_id  # (B, T)
+            return summed_nll(self(batch)[keep], batch["target"][keep], label_smoothing)
+        return self.net.nll(
+            batch["src"],
+            batch["src_lengths"],
+            batch["decoder_input"],
+            batch["target"],
+            label_smoothing,
+        )
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return (batch["target"] != self.config.pad_id).sum()
@@ -190,11 +181,30 @@ class Seq2SeqModule(DialogueModule):
         return weights
 
 
-def reply_nll(
-    net: GRUAttnSeq2Seq, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0
+def scheduled_sampling_logits(
+    net: GRUAttnSeq2Seq,
+    src: torch.Tensor,
+    src_lengths: torch.Tensor,
+    decoder_input: torch.Tensor,
+    teacher_forcing_ratio: float,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Seq2SeqModule.nll for a plain network: teacher-forced, output layers and loss on the real
-    reply tokens only, none on padding."""
-    return net.nll(
-        batch["src"], batch["src_lengths"], batch["decoder_input"], batch["target"], label_smoothing
-    )
+    """Step-by-step logits (B, T, V) with per-example, per-step teacher forcing.
+
+    Step 0 reads decoder_input[:, 0] (sos). At step t > 0 each example reads the gold
+    decoder_input[:, t] with probability teacher_forcing_ratio, else the argmax of its own
+    step t-1 logits. With ratio 1.0 (and no dropout) this equals forward().
+    """
+    B, T = decoder_input.shape
+    encoder_outputs, state, src_mask = net.encode(src, src_lengths)
+    token = decoder_input[:, :1]  # (B, 1)
+    step_logits: list[torch.Tensor] = []
+    for t in range(T):
+        if t > 0:
+            draw = torch.rand(B, generator=generator, device=decoder_input.device)  # (B,)
+            use_gold = draw < teacher_forcing_ratio  # always True at 1.0, never at 0.0
+            predicted = step_logits[-1].argmax(dim=-1)  # (B, 1)
+            token = torch.where(use_gold.unsqueeze(1), decoder_input[:, t : t + 1], predicted)
+        logits, state, _ = net.decoder(token, state, encoder_outputs, src_mask)  # (B, 1, V)
+        step_logits.append(logits)
+    return torch.cat(step_logits, dim=1)  # (B, T, V)

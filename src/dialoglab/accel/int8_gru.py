@@ -14,12 +14,12 @@ computed), its time loop in C++ (`int8_decoding.cpp`):
                             r, z, n, h               one fp32 pass (`gru_gates.h`)
 
 `Int8DecoderStep` is the decoder's whole one-token step (embedding, GRU layers, attention,
-W_c, W_o) as one C++ call; `Decoder.forward` uses it for one-token steps when it is set.
+W_c, W_o) as one C++ call (`csrc/int8_decoding.cpp`); `accel.gru_attn.Int8StepDecoder` calls it.
+`use_int8_kernels(net)` puts both in place in a network that `quantize=int8` converted.
 
 Activations are quantized per product with reduce_range, as torch.ao's modules do: results
-equal torch.ao's to float rounding (tests/unit/test_int8_gru.py). Without the C++ extension
-(`DIALOGLAB_COMPILED_GRU=0`, no compiler) `Int8GRU` loops in Python and the decoder steps stay
-on the Python path.
+equal torch.ao's to float rounding (tests/accel/test_int8_gru.py). Without the C++ extension `Int8GRU` loops in Python
+and the decoder steps stay on the Python path.
 
     qgru = torch.ao.quantization.quantize_dynamic(nn.Sequential(gru), {nn.GRU})[0]
     fast = Int8GRU.from_quantized(qgru)
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dialoglab.models.components.fused_gru import (
+from dialoglab.accel.fused_gru import (
     compiled_loops,
     forward_steps,
     pack_steps,
@@ -144,7 +144,7 @@ class Int8GRU(nn.Module):
 class Int8DecoderStep:
     """gru_attn's `Decoder` for one token, in C++ (`int8_decoding.cpp`), over the decoder's own
     int8 layers: embedding, `Int8GRU` layers, attention, tanh(W_c [h; context]), W_o. One call
-    from Python per token; `Decoder.forward` calls it for one-token steps when it is set.
+    from Python per token.
 
     `supports(decoder)` says whether the decoder's layers are the int8 ones it runs (a GRU
     decoder converted by `quantize=int8`, with the C++ extension built).
@@ -207,3 +207,24 @@ def _packed(layer: nn.Module) -> Any:
 
 def _is_qint8(layer: nn.Module) -> bool:
     return layer._packed_params.dtype == torch.qint8
+
+
+def use_int8_kernels(net: nn.Module) -> nn.Module:
+    """In a network converted by `quantize=int8`: its torch.ao GRUs as `Int8GRU`, and gru_attn's
+    encoder and decoder swapped for the classes that run them (`accel.gru_attn`), in place."""
+    from torch.ao.nn.quantized.dynamic import GRU as DynamicGRU
+
+    from dialoglab.accel import swap
+    from dialoglab.accel.gru_attn import Int8GRUEncoder, Int8StepDecoder
+    from dialoglab.models.components.gru_attn import Decoder, Encoder
+
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, DynamicGRU) and Int8GRU.supports(child):
+                setattr(module, name, Int8GRU.from_quantized(child))
+    for module in net.modules():
+        if isinstance(module, Encoder) and isinstance(module.rnn, Int8GRU):
+            swap(module, Int8GRUEncoder)
+        elif isinstance(module, Decoder):
+            Int8StepDecoder.attach(module)
+    return net

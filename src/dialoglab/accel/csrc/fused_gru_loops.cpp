@@ -1,6 +1,6 @@
-// The fused GRU's two time loops (models/components/fused_gru.py) in C++: the same ATen ops
-// in the same order as the Python loops, without Python between them. Built on first use by
-// torch.utils.cpp_extension (fused_gru.compiled_loops); the Python loops remain the fallback.
+// The fused GRU's two time loops (dialoglab/accel/fused_gru.py) in C++: the same ATen ops
+// in the same order as the Python loops, without Python between them. Built by `make install`
+// (dialoglab/accel/extension.py); the Python loops remain the fallback.
 //
 // Shapes: T steps, B batch, H hidden, N real tokens (rows packed step after step; at step t
 // the first active[t] rows are real). Everything is in the compute dtype.
@@ -16,7 +16,6 @@
 // int8_decoding.cpp.
 
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -28,25 +27,14 @@ namespace {
 
 using at::Tensor;
 
-// x @ w^T + b through oneDNN's fp32 matmul (torch.ops.mkldnn._linear_pointwise).
-Tensor onednn_linear(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
-          .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                        c10::string_view, c10::List<std::optional<at::Scalar>>,
-                        std::optional<c10::string_view>)>();
-  return op.call(x, w, b, "none", c10::List<std::optional<at::Scalar>>(), "");
-}
-
 // Forward loop. gi (N, 3H) holds x W_ih^T + b_ih + (b_hr, b_hz, 0); b_gh is (0, 0, b_hn).
 // Returns gh (N, 3H) = h W_hh^T + b_gh per token, rz (N, 2H), n (N, H), hs (T, B, H).
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
     const Tensor& gi, const Tensor& h0, const Tensor& w_hh, const Tensor& b_gh,
-    at::IntArrayRef active, bool zero_state, bool onednn, bool fused_gates) {
+    at::IntArrayRef active, bool zero_state, bool fused_gates) {
   const Tensor w_hh_t = w_hh.t();
   return forward_steps(gi, h0, b_gh, active, zero_state, fused_gates, [&](const Tensor& h_k) {
-    return onednn ? onednn_linear(h_k, w_hh, b_gh) : at::addmm(b_gh, h_k, w_hh_t);
+    return at::addmm(b_gh, h_k, w_hh_t);
   });
 }
 
@@ -55,7 +43,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> forward_loop(
 // meaningful with need_dh0: without it the first step's product is skipped).
 std::tuple<Tensor, Tensor, Tensor> backward_loop(
     const Tensor& d_out, const Tensor& d_h_n, const Tensor& c_gh, const Tensor& z,
-    const Tensor& w_hh, at::IntArrayRef active, bool need_dh0, bool onednn) {
+    const Tensor& w_hh, at::IntArrayRef active, bool need_dh0) {
   const int64_t T = static_cast<int64_t>(active.size());
   const int64_t B = d_h_n.size(0), H = d_h_n.size(1), N = c_gh.size(0);
   Tensor d_gh = at::empty({N, 3 * H}, c_gh.options());
@@ -73,7 +61,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop(
     Tensor d_gh_view = d_gh_s.view({k, 3, H});
     at::mul_out(d_gh_view, dh_k.unsqueeze(1), c_gh.narrow(0, offset, k));
     if (offset == 0 && !need_dh0) break;  // its product would only flow into h0
-    Tensor product = onednn ? onednn_linear(d_gh_s, w_hh_t, std::nullopt) : at::mm(d_gh_s, w_hh);
+    Tensor product = at::mm(d_gh_s, w_hh);
     Tensor stepped = at::addcmul(product, dh_k, z.narrow(0, offset, k));
     dh = k == B ? stepped : at::cat({stepped, dh.narrow(0, k, B - k)});
   }
@@ -107,7 +95,7 @@ DIALOGLAB_CLONES void add_bias_parts(int64_t H, const uint16_t* d_gi, const uint
 std::tuple<Tensor, Tensor, Tensor, Tensor> backward_loop_fused(
     const Tensor& d_out_in, const Tensor& d_h_n, const Tensor& h0_in, const Tensor& hs,
     const Tensor& gh, const Tensor& rz, const Tensor& n, const Tensor& w_hh,
-    at::IntArrayRef active, bool need_dh0, bool onednn) {
+    at::IntArrayRef active, bool need_dh0) {
   const bool bf16 = gh.scalar_type() == at::kBFloat16;
   TORCH_CHECK(bf16 || gh.scalar_type() == at::kFloat, "backward_loop_fused: fp32 or bf16");
   for (const Tensor* t : {&d_out_in, &d_h_n, &h0_in, &hs, &rz, &n}) {
@@ -154,7 +142,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_loop_fused(
     });
     if (offset == 0 && !need_dh0) break;  // its product would only flow into h0
     Tensor d_gh_s = d_gh.narrow(0, offset, k);
-    Tensor product = onednn ? onednn_linear(d_gh_s, w_hh_t, std::nullopt) : at::mm(d_gh_s, w_hh);
+    Tensor product = at::mm(d_gh_s, w_hh);
     product = product.contiguous();
     with_storage(bf16, [&](auto tag) {  // rows [k, B) of dh (padding) pass through unchanged
       using S = decltype(tag);
@@ -179,15 +167,15 @@ TORCH_LIBRARY(dialoglab_gru, m) {
   m.def("set_parallel_rows(bool enabled) -> bool", &set_parallel_rows);
   m.def(
       "forward_loop(Tensor gi, Tensor h0, Tensor w_hh, Tensor b_gh, int[] active, "
-      "bool zero_state, bool onednn, bool fused_gates) -> (Tensor, Tensor, Tensor, Tensor)",
+      "bool zero_state, bool fused_gates) -> (Tensor, Tensor, Tensor, Tensor)",
       &forward_loop);
   m.def(
       "backward_loop(Tensor d_out, Tensor d_h_n, Tensor c_gh, Tensor z, Tensor w_hh, "
-      "int[] active, bool need_dh0, bool onednn) -> (Tensor, Tensor, Tensor)",
+      "int[] active, bool need_dh0) -> (Tensor, Tensor, Tensor)",
       &backward_loop);
   m.def(
       "backward_loop_fused(Tensor d_out, Tensor d_h_n, Tensor h0, Tensor hs, Tensor gh, "
-      "Tensor rz, Tensor n, Tensor w_hh, int[] active, bool need_dh0, bool onednn) "
+      "Tensor rz, Tensor n, Tensor w_hh, int[] active, bool need_dh0) "
       "-> (Tensor, Tensor, Tensor, Tensor)",
       &backward_loop_fused);
 }

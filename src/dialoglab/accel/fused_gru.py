@@ -1,150 +1,44 @@
-"""A GRU layer loop for the CPU with a hand-derived backward: nn.GRU's maths, fewer kernels.
+"""nn.GRU's maths on the CPU as one autograd node per layer and direction, with fewer kernels.
 
-On the CPU `nn.GRU` runs its recurrence as a Python-free C++ loop, but autograd records every
-step's small ops (slices, gate maths, a (3H, B) x (B, H) weight-gradient matmul per step) and
+On the CPU `nn.GRU` runs its recurrence in C++, but autograd records every step's small ops and
 replays them one by one in backward. Here one autograd node covers a whole layer and direction:
 
-  forward   gi = x W_ih^T + b            one (T*B, I) x (I, 3H) matmul for all steps
+  forward   gi = x W_ih^T + b            one (N, I) x (I, 3H) matmul for all N real tokens
             per step: gh = h W_hh^T, r|z = sigmoid(gi_rz + gh_rz), n = tanh(gi_n + r * gh_n),
             h = n + z (h - n)            (PyTorch's GRU equations, gates ordered r, z, n)
-  backward  per step only what depends on the next step's gradient (six elementwise ops and
-            one (B, 3H) x (3H, H) matmul); the weight gradients and the input gradient are one
-            big matmul each over all steps (the weight gradients on oneDNN's inner-product
-            backward, `onednn.weight_grad`).
+  backward  per step only what depends on the next step's gradient; the weight gradients and
+            the input gradient are one big matmul each over all steps.
 
-Padding is handled the way a packed sequence is: with lengths, `fused_gru` sorts the rows
-longest first (and restores their order after), so at each step the rows still running are a
-prefix (`active`); only they take a step, and everything per token (input projections, gates,
-gradients) is held packed over the real tokens, so padding costs no matmul: on padded rows the
-state passes through unchanged and the output is 0. The reverse direction is the same loop over
-the time-flipped input, so it starts from each sequence's last real token exactly as packing does.
+Padding is skipped as packing skips it: rows are sorted longest first, so at each step the rows
+still running are a prefix (`active`) and only they take a step; padding outputs are 0. Under
+CPU autocast (bf16-mixed) the layer runs in bf16 and its weight gradients come back in fp32.
 
-Under CPU autocast (bf16-mixed) the whole layer runs in bf16: matmuls, gates and state, with
-the weights cast once per call; the weight and bias gradients come back in fp32 (one bf16
-matmul each, accumulated in fp32 inside the kernel). fp32 results equal nn.GRU's to float
-rounding; bf16 ones stay close to them (tests/unit/test_fused_gru.py).
-
-The two time loops also exist in C++ (`fused_gru_loops.cpp`: the same ATen ops in the same
-order, without Python between them), built on first use by torch.utils.cpp_extension (or by
-`make install`) and used when they load; `DIALOGLAB_COMPILED_GRU=0` keeps the Python loops.
-In fp32 and bf16 the C++ loops do each step's gate maths in one vectorised pass (computing in
-fp32, bf16 results rounded once) instead of five or six ATen kernels, and backward computes the
-gate gradients inside its loop from the saved r, z, n and gh (no coefficient buffer first):
-5-17 ms off the full-size gru_attn fp32 step on 2 cores (`python -m dialoglab.bench --only
-utilisation`, row "fused gate passes: time saved"). `FUSED_GATES = False` (or
-`DIALOGLAB_FUSED_GATES=0`) keeps the ATen kernels. A step's rows are split over torch's
-intra-op threads (OpenMP; `set_parallel_rows`; `--only utilisation` times the encoder GRU
-both ways). The tests run every case in all three ways.
+The two time loops also exist in C++ (`csrc/fused_gru_loops.cpp`, each step's gate maths in one
+vectorised pass), used when the extension is built (`dialoglab.accel.extension`); otherwise the
+Python loops below do the same work. tests/accel/test_fused_gru.py holds both equal to nn.GRU.
 Shapes: T time steps, B batch, I input size, H hidden size; time-major inside this file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
-import os
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from dialoglab.models.components import onednn, row_buckets
-from dialoglab.models.components.dropout import dropout
-
-log = logging.getLogger(__name__)
-# The extension: the training loops, int8 inference (models/components/int8_gru.py), the
-# cross-entropy pass of linear_cross_entropy.py and dropout.py's hashed masks; all include
-# gru_gates.h.
-_HERE = Path(__file__).parent
-LOOPS_SOURCES = [
-    _HERE / "fused_gru_loops.cpp",
-    _HERE / "int8_decoding.cpp",
-    _HERE / "softmax_xent.cpp",
-    _HERE / "hashed_dropout.cpp",
-]
-LOOPS_HEADER = _HERE / "gru_gates.h"
-_loops_state: dict[str, bool] = {}  # "loaded": whether the C++ loops are usable (once tried)
-# Built with OpenMP where torch itself uses GNU OpenMP (Linux): the gate passes' at::parallel_for
-# then runs on torch's thread pool. Elsewhere the passes stay on the calling thread.
-_OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
+from dialoglab.accel.extension import compiled_ops
 
 
 def compiled_loops() -> bool:
-    """Build (once per machine and torch version, ~30 s; cached by torch.utils.cpp_extension)
-    and load the C++ time loops of `fused_gru_loops.cpp` and `int8_decoding.cpp`. False where
-    that is not possible (no compiler, `DIALOGLAB_COMPILED_GRU=0`): the Python loops do the
-    same work then."""
-    if "loaded" not in _loops_state:
-        _loops_state["loaded"] = False
-        if os.environ.get("DIALOGLAB_COMPILED_GRU", "1") == "0":
-            return False
-        try:
-            import hashlib
-
-            from torch.utils.cpp_extension import load
-
-            # The build cache is keyed on the sources and flags; the header's digest as a flag
-            # rebuilds it when only the header changed.
-            header = hashlib.sha1(LOOPS_HEADER.read_bytes()).hexdigest()[:16]
-            if not hasattr(torch.ops.dialoglab_gru, "hashed_dropout"):
-                log.info("building the fused GRU's C++ loops (once; ~40 s)")
-                load(
-                    "dialoglab_fused_gru_loops",
-                    sources=[str(path) for path in LOOPS_SOURCES],
-                    extra_cflags=[
-                        "-O3",
-                        "-fno-math-errno",
-                        "-fno-trapping-math",
-                        "-ffp-contract=off",
-                        f"-DDIALOGLAB_GATES_HEADER={header}",
-                        *_OPENMP,
-                    ],
-                    extra_ldflags=_OPENMP,
-                    is_python_module=False,
-                )
-            _loops_state["loaded"] = True
-            if os.environ.get("DIALOGLAB_PARALLEL_ROWS", "1") == "0":
-                set_parallel_rows(False)
-        except Exception as error:  # no compiler, headers or ninja: the Python loops serve
-            log.warning("fused GRU: C++ loops unavailable (%s); using the Python loops", error)
-    return _loops_state["loaded"]
+    """Whether the C++ time loops are loaded (`dialoglab.accel.extension`)."""
+    return compiled_ops() is not None
 
 
-def set_parallel_rows(enabled: bool) -> bool:
-    """Whether the C++ loops split each step's gate pass over torch's intra-op threads (on by
-    default; `DIALOGLAB_PARALLEL_ROWS=0` starts with it off). Returns the previous setting (False
-    without the C++ loops). Results are the same either way: each row is computed alike."""
-    if not compiled_loops():
-        return False
-    return bool(torch.ops.dialoglab_gru.set_parallel_rows(enabled))
-
-
-@contextlib.contextmanager
-def parallel_rows(enabled: bool) -> Iterator[None]:
-    """`set_parallel_rows(enabled)` inside the block, the previous setting back afterwards."""
-    previous = set_parallel_rows(enabled)
-    try:
-        yield
-    finally:
-        set_parallel_rows(previous)
-
-
-def _use_onednn(x: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Whether the recurrent products go through oneDNN (fp32 on the CPU, when enabled)."""
-    return onednn.ENABLED and x.device.type == "cpu" and dtype == torch.float32
-
-
-FUSED_GATES = os.environ.get("DIALOGLAB_FUSED_GATES", "1") != "0"
-
-
-def _fused_gates(dtype: torch.dtype) -> bool:
-    """Whether the C++ loops do each step's gate maths in one pass of their own (fp32 and bf16;
-    see `fused_gru_loops.cpp`) rather than with ATen ops. `FUSED_GATES = False` (or
-    `DIALOGLAB_FUSED_GATES=0`) keeps the ATen ops, for comparison."""
-    return FUSED_GATES and dtype in (torch.float32, torch.bfloat16)
+def _gate_pass(dtype: torch.dtype) -> bool:
+    """Whether the C++ loops do a step's gate maths in one pass of their own (fp32 and bf16)."""
+    return dtype in (torch.float32, torch.bfloat16)
 
 
 def compute_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -254,16 +148,13 @@ class GRULayerFunction(torch.autograd.Function):
             w_ih_t, w_hh_t = w_ih_c.t(), w_hh_c.t()  # (I, 3H), (H, 3H): transposed views
             x_p = pack_steps(x, active).to(cd)  # (N, I)
             N = x_p.size(0)
-            if row_buckets.wanted(x_p):  # a few row counts, not one per batch (bf16 kernels)
-                x_p = row_buckets.padded(x_p)  # (N', I), zero rows after the N real ones
-            gi = onednn.addmm(b_gi, x_p, w_ih_t)[:N]  # (N, 3H), all steps at once
+            gi = torch.addmm(b_gi, x_p, w_ih_t)  # (N, 3H), all steps at once
             if compiled_loops():  # forward_steps below, in C++
                 gh, rz, n, hs = torch.ops.dialoglab_gru.forward_loop(
-                    gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state,
-                    _use_onednn(x, cd), _fused_gates(cd),
-                )  # fmt: skip
+                    gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state, _gate_pass(cd)
+                )
             else:
-                product = functools.partial(onednn.addmm, b_gh, b=w_hh_t)  # h_k W_hh^T + b_gh
+                product = functools.partial(torch.addmm, b_gh, mat2=w_hh_t)  # h_k W_hh^T + b_gh
                 gh, rz, n, hs = forward_steps(gi, h0.to(cd), b_gh, active, zero_state, product)
             h = hs[-1]
             outputs = zero_padding(hs, active, N)
@@ -280,42 +171,38 @@ class GRULayerFunction(torch.autograd.Function):
         B = hs.size(1)
         with torch.autocast("cpu", enabled=False):
             h_prev = pack_steps(torch.cat([h0.to(cd).unsqueeze(0), hs[:-1]]), active)  # (N, H)
-            N = h_prev.size(0)
             d_out = d_outputs.to(cd)
             parts = None  # the bias gradients' column sums (4H, fp32), where the loop makes them
-            if compiled_loops() and _fused_gates(cd):  # gate gradients inside the C++ loop
+            if compiled_loops() and _gate_pass(cd):  # gate gradients inside the C++ loop
                 d_gh, d_gi, dh, parts = torch.ops.dialoglab_gru.backward_loop_fused(
                     d_out, d_h_n.to(cd), h0.to(cd), hs, gh, rz, n, w_hh_c, active,
-                    ctx.needs_input_grad[1], _use_onednn(hs, cd),
+                    ctx.needs_input_grad[1],
                 )  # fmt: skip
             else:
                 d_gh, d_gi, dh = _backward_steps(ctx, d_out, d_h_n, h_prev, rz, n, gh, w_hh_c)
             dx = dw_ih = dw_hh = db_ih = db_hh = None
-            if x_p.size(0) > N:  # rows rounded up in forward: the products' operands alike
-                # (zero rows add nothing to any gradient)
-                d_gi, d_gh, h_prev = (row_buckets.padded(t) for t in (d_gi, d_gh, h_prev))
             if ctx.needs_input_grad[0]:
-                dx = _unpack(onednn.mm(d_gi, w_ih_c)[:N], active, B).to(ctx.x_dtype)
+                dx = _unpack(torch.mm(d_gi, w_ih_c), active, B).to(ctx.x_dtype)
             H = hs.size(2)
             biases = ctx.needs_input_grad[4] or ctx.needs_input_grad[5]
-            from_products = biases and parts is None  # else the C++ loop summed them
-            sum_gi = sum_gh = None  # column sums of d_gi, d_gh that the weight gradients made
             if ctx.needs_input_grad[2]:
-                dw_ih, sum_gi = onednn.weight_grad(d_gi, x_p, wd, from_products)
+                dw_ih = weight_grad(d_gi, x_p, wd)
             if ctx.needs_input_grad[3]:
-                dw_hh, sum_gh = onednn.weight_grad(d_gh, h_prev, wd, from_products)
+                dw_hh = weight_grad(d_gh, h_prev, wd)
             if biases:
-                if parts is None:  # the products' sums, or passes over d_gi and d_gh
-                    parts = torch.cat([
-                        d_gi.sum(0, dtype=wd) if sum_gi is None else sum_gi,
-                        d_gh[:, 2 * H :].sum(0, dtype=wd) if sum_gh is None else sum_gh[2 * H :],
-                    ])  # fmt: skip
+                if parts is None:  # the C++ loop summed them; else passes over d_gi and d_gh
+                    parts = torch.cat([d_gi.sum(0, dtype=wd), d_gh[:, 2 * H :].sum(0, dtype=wd)])
                 # d_gi's column sums (3H), then d_gh's n columns' (H): d_gh's r and z columns
                 # are d_gi's, so b_hh's gradient shares those.
                 db_ih = parts[: 3 * H].to(wd)
                 db_hh = torch.cat([db_ih[: 2 * H], parts[3 * H :].to(wd)])
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
+
+
+def weight_grad(d_y: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A weight's gradient d_y^T x (N, K) for (M, N) d_y and (M, K) x, in `dtype`."""
+    return torch.mm(d_y.t(), x).to(dtype)
 
 
 def _backward_steps(
@@ -346,9 +233,8 @@ def _backward_steps(
     steps = range(T - 1, -1, -1)
     if compiled_loops():  # the loop below, in C++
         d_gh, d_h, dh = torch.ops.dialoglab_gru.backward_loop(
-            d_out, d_h_n.to(cd), c_gh, z, w_hh_c, active, ctx.needs_input_grad[1],
-            _use_onednn(gh, cd),
-        )  # fmt: skip
+            d_out, d_h_n.to(cd), c_gh, z, w_hh_c, active, ctx.needs_input_grad[1]
+        )
         steps = range(0)
     else:
         d_gh = torch.empty_like(gh)  # dL/d(h W_hh^T + b_hh), (N, 3H)
@@ -365,7 +251,7 @@ def _backward_steps(
         torch.mul(dh_k.unsqueeze(1), c_gh[s], out=d_gh[s].view(k, 3, H))
         if offset == 0 and not ctx.needs_input_grad[1]:
             break  # the first step: its state gradient would only flow into h0
-        stepped = torch.addcmul(onednn.mm(d_gh[s], w_hh_c), dh_k, z[s])
+        stepped = torch.addcmul(torch.mm(d_gh[s], w_hh_c), dh_k, z[s])
         dh = stepped if k == B else torch.cat([stepped, dh[k:]])
     d_gi = torch.cat([d_gh[:, : 2 * H], d_h * c_n], dim=1)  # (N, 3H)
     return d_gh, d_gi, dh
@@ -443,7 +329,7 @@ def run_layers(
     finals = []
     for index in range(L):
         if index > 0 and rnn.dropout > 0 and rnn.training:
-            layer_input = dropout(layer_input, rnn.dropout)
+            layer_input = F.dropout(layer_input, rnn.dropout)
         outputs = []
         for direction in range(D):
             suffix = f"_l{index}" + ("_reverse" if direction else "")

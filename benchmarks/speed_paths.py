@@ -1,0 +1,120 @@
+"""Each speed path of `dialoglab.accel` on and off, on figures a user feels.
+
+Training: mean epoch time (epochs after the first) of `experiment=cornell_gru` on the shared
+Cornell slice, fp32 and bf16-mixed, and GPT-2 scratch training tokens/s on the same slice, each
+through `train.py` in a child process with `accel=auto`, `accel=none` and one path off at a time.
+Replies: p95 latency of a 20-token reply (every reply held to full length) of gru_attn at full
+size and GPT-2 scratch, greedy and beam 5, as chat runs them (`accel.for_inference`), with the
+accel paths on and off. A path stays only if it saves >= 10 % of a training figure or keeps a
+reply latency within its target (docs/speed.md).
+
+    python -m benchmarks --only speed_paths        # or: python -m benchmarks.speed_paths
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback
+
+REPO = Path(__file__).resolve().parents[1]
+SLICE = REPO.parent / "shared" / "data" / "cornell-subset"
+TARGETS_MS = {"gru_attn greedy": 15.0, "gru_attn beam 5": 60.0, "GPT-2 scratch greedy": 100.0}
+
+
+class EpochTimer(Callback):
+    """Writes each training epoch's seconds and reply-token count to `path` (JSON lines)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.start, self.tokens = Path(path), 0.0, 0
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.start, self.tokens = time.perf_counter(), 0
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
+        self.tokens += int(pl_module.count_tokens(batch))
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        row = {"seconds": time.perf_counter() - self.start, "tokens": self.tokens}
+        with self.path.open("a") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+def train_epochs(overrides: list[str], epochs: int) -> list[dict[str, float]]:
+    """Run train.py with `overrides` for `epochs` epochs; the per-epoch rows after the first."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = Path(tmp) / "epochs.jsonl"
+        command = [
+            sys.executable, str(REPO / "train.py"), f"paths.root_dir={tmp}",
+            f"data.path={SLICE}", f"trainer.max_epochs={epochs}", "test=false", "logger=csv",
+            "sample_replies=0", "callbacks.rich_progress_bar=null",
+            "+callbacks.epoch_timer._target_=benchmarks.speed_paths.EpochTimer",
+            f"+callbacks.epoch_timer.path={rows}", *overrides,
+        ]  # fmt: skip
+        subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
+        return [json.loads(line) for line in rows.read_text().splitlines()[1:]]
+
+
+TRAINING = {
+    "cornell_gru epoch s (fp32)": ["experiment=cornell_gru"],
+    "cornell_gru epoch s (bf16-mixed)": ["experiment=cornell_gru", "trainer.precision=bf16-mixed"],
+    "GPT-2 scratch tokens/s": [
+        "model=gpt2_scratch",
+        "trainer.limit_train_batches=40",
+        "trainer.limit_val_batches=2",
+        "model.val_generate=8",
+    ],  # fmt: skip
+}
+VARIANTS = {
+    "auto": [],
+    "none": ["accel=none"],
+    "fused_gru off": ["accel.fused_gru=false"],
+    "keep_freed_memory off": ["accel.keep_freed_memory=false"],
+}
+
+
+def training_rows(epochs: int) -> list[dict[str, Any]]:
+    """One row per (figure, variant): the figure's value, mean over the timed epochs."""
+    rows = []
+    for figure, overrides in TRAINING.items():
+        for variant, switch in VARIANTS.items():
+            if figure.startswith("GPT-2") and variant == "fused_gru off":
+                continue  # no GRU in GPT-2
+            epochs_run = train_epochs([*overrides, *switch], epochs)
+            seconds = sum(r["seconds"] for r in epochs_run) / len(epochs_run)
+            tokens = sum(r["tokens"] for r in epochs_run) / len(epochs_run)
+            value = tokens / seconds if "tokens/s" in figure else seconds
+            rows.append({"figure": figure, "variant": variant, "value": round(value, 2)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    from benchmarks.reply_latency import latency_rows
+
+    epochs = int(os.environ.get("SPEED_PATHS_EPOCHS", "4"))
+    rows = training_rows(epochs) + latency_rows()
+    print(json.dumps(rows, indent=1))
+
+
+def run(quick: bool = False) -> list[Any]:
+    """`python -m benchmarks --only speed_paths` entry: the rows as Figures."""
+    from benchmarks.common import Figure
+
+    rows = (training_rows(2) if not quick else []) + __import__(
+        "benchmarks.reply_latency", fromlist=["latency_rows"]
+    ).latency_rows(quick)
+    return [Figure(f"{r['figure']} [{r['variant']}]", r["value"], r.get("unit", "")) for r in rows]
+
+
+if __name__ == "__main__":
+    main()
