@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from dialoglab.accel.swap import swap
 from dialoglab.errors import ConfigError
 
 
@@ -52,18 +53,6 @@ class AccelConfig:
 
 
 NONE = AccelConfig(**{field.name: False for field in dataclasses.fields(AccelConfig)})
-
-
-def swap(module: nn.Module, faster: type[nn.Module]) -> None:
-    """Make `module` an instance of `faster`, a subclass of its reference class that only adds
-    or overrides methods, in place (as torch.nn.utils.parametrize does): the same parameters."""
-    current = type(module)
-    if isinstance(module, faster):
-        return
-    if current is faster.__bases__[0]:
-        module.__class__ = faster
-    else:  # already swapped for another path: a class deriving from both
-        module.__class__ = type(f"{faster.__name__}_{current.__name__}", (faster, current), {})
 
 
 def _training_swaps() -> dict[str, dict[type, type]]:
@@ -107,7 +96,7 @@ def for_inference(model: Any, quantize: Any = "auto", settings: Any = None) -> A
     if isinstance(net, nn.Module):
         for_training(net, dataclasses.replace(settings, keep_freed_memory=False))
         if settings.int8_kernels and getattr(model, "inference_weights", "") == "int8":
-            from dialoglab.accel.int8_gru import use_int8_kernels
+            from dialoglab.accel.gru_attn import use_int8_kernels
 
             use_int8_kernels(net)
     return model

@@ -13,9 +13,11 @@ float rounding.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from dialoglab.accel.fused_gru import fused_gru, supports_fused
 from dialoglab.accel.int8_gru import Int8DecoderStep, Int8GRU
+from dialoglab.accel.swap import swap
 from dialoglab.models.components.gru_attn import Decoder, Encoder, State
 
 
@@ -57,8 +59,6 @@ class Int8StepDecoder(Decoder):
     @classmethod
     def attach(cls, decoder: Decoder) -> bool:
         """Swap `decoder` to this class when its layers are int8 ones the kernel runs."""
-        from dialoglab.accel import swap
-
         if not Int8DecoderStep.supports(decoder):
             return False
         swap(decoder, cls)
@@ -75,3 +75,20 @@ class Int8StepDecoder(Decoder):
         if self.int8_step is not None and tokens.size(1) == 1 and not self.training:
             return self.int8_step(tokens, state, encoder_outputs, src_mask)  # (B, 1, V), ...
         return super().forward(tokens, state, encoder_outputs, src_mask)
+
+
+def use_int8_kernels(net: nn.Module) -> nn.Module:
+    """In a network converted by `quantize=int8`: its torch.ao GRUs as `Int8GRU`, and gru_attn's
+    encoder and decoder swapped for the classes that run them (`accel.gru_attn`), in place."""
+    from torch.ao.nn.quantized.dynamic import GRU as DynamicGRU
+
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, DynamicGRU) and Int8GRU.supports(child):
+                setattr(module, name, Int8GRU.from_quantized(child))
+    for module in net.modules():
+        if isinstance(module, Encoder) and isinstance(module.rnn, Int8GRU):
+            swap(module, Int8GRUEncoder)
+        elif isinstance(module, Decoder):
+            Int8StepDecoder.attach(module)
+    return net

@@ -15,7 +15,7 @@ computed), its time loop in C++ (`int8_decoding.cpp`):
 
 `Int8DecoderStep` is the decoder's whole one-token step (embedding, GRU layers, attention,
 W_c, W_o) as one C++ call (`csrc/int8_decoding.cpp`); `accel.gru_attn.Int8StepDecoder` calls it.
-`use_int8_kernels(net)` puts both in place in a network that `quantize=int8` converted.
+`accel.gru_attn.use_int8_kernels(net)` puts both in place after `quantize=int8`.
 
 Activations are quantized per product with reduce_range, as torch.ao's modules do: results
 equal torch.ao's to float rounding (tests/accel/test_int8_gru.py). Without the C++ extension `Int8GRU` loops in Python
@@ -207,24 +207,3 @@ def _packed(layer: nn.Module) -> Any:
 
 def _is_qint8(layer: nn.Module) -> bool:
     return layer._packed_params.dtype == torch.qint8
-
-
-def use_int8_kernels(net: nn.Module) -> nn.Module:
-    """In a network converted by `quantize=int8`: its torch.ao GRUs as `Int8GRU`, and gru_attn's
-    encoder and decoder swapped for the classes that run them (`accel.gru_attn`), in place."""
-    from torch.ao.nn.quantized.dynamic import GRU as DynamicGRU
-
-    from dialoglab.accel import swap
-    from dialoglab.accel.gru_attn import Int8GRUEncoder, Int8StepDecoder
-    from dialoglab.models.components.gru_attn import Decoder, Encoder
-
-    for module in list(net.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, DynamicGRU) and Int8GRU.supports(child):
-                setattr(module, name, Int8GRU.from_quantized(child))
-    for module in net.modules():
-        if isinstance(module, Encoder) and isinstance(module.rnn, Int8GRU):
-            swap(module, Int8GRUEncoder)
-        elif isinstance(module, Decoder):
-            Int8StepDecoder.attach(module)
-    return net

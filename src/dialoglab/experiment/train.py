@@ -84,6 +84,41 @@ def to_trainer_device(model: pl.LightningModule, trainer: pl.Trainer) -> None:
     model.to(trainer.strategy.root_device)
 
 
+def sample_replies(
+    cfg: DictConfig, model: pl.LightningModule, datamodule: Any, trainer: pl.Trainer
+) -> list[tuple[str, str]]:
+    """Replies to the first `sample_replies` of `sample_prompts` (rank 0 only), and as held-out
+    personas where the data and model have them."""
+    if not cfg.get("sample_replies", 0) or not trainer.is_global_zero:
+        return []
+    prompts = list(cfg.sample_prompts)[: cfg.sample_replies]
+    to_trainer_device(model, trainer)
+    samples = list(zip(prompts, model.reply([[p] for p in prompts]), strict=True))
+    return samples + persona_samples(model, datamodule, prompts, cfg.get("sample_personas", 0))
+
+
+def write_summary(
+    cfg: DictConfig,
+    metrics: dict[str, float],
+    best: str,
+    n_params: int,
+    seconds: float,
+    samples: list[tuple[str, str]],
+) -> None:
+    """metrics.json in the run directory, the report on the console, and the run marked done."""
+    output_dir = Path(cfg.paths.output_dir)
+    summary = {
+        "metrics": metrics,
+        "best_checkpoint": best,
+        "params": n_params,
+        "wall_time_s": round(seconds, 3),
+        "samples": [{"prompt": p, "reply": r} for p, r in samples],
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    report_run("train", output_dir, metrics, best, samples)
+    mark_finished(output_dir)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns the final metrics (floats)."""
     start = time.perf_counter()
@@ -127,25 +162,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
-    samples = []
-    if cfg.get("sample_replies", 0) and trainer.is_global_zero:
-        prompts = list(cfg.sample_prompts)[: cfg.sample_replies]
-        to_trainer_device(model, trainer)
-        samples = list(zip(prompts, model.reply([[p] for p in prompts]), strict=True))
-        samples += persona_samples(model, datamodule, prompts, cfg.get("sample_personas", 0))
-
-    output_dir = Path(cfg.paths.output_dir)
+    samples = sample_replies(cfg, model, datamodule, trainer)
     if trainer.is_global_zero:
-        summary = {
-            "metrics": metrics,
-            "best_checkpoint": best,
-            "params": n_params,
-            "wall_time_s": round(time.perf_counter() - start, 3),
-            "samples": [{"prompt": p, "reply": r} for p, r in samples],
-        }
-        (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-        report_run("train", output_dir, metrics, best, samples)
-        mark_finished(output_dir)
+        write_summary(cfg, metrics, best, n_params, time.perf_counter() - start, samples)
     return metrics
 
 

@@ -72,16 +72,16 @@ std::tuple<Tensor, Tensor, Tensor> backward_loop(
 // (3H: b_ih's gradient, whose r and z parts are also b_hh's) and d_gh's n columns (H: the rest
 // of b_hh's). Read back right after the row is written, while it is in cache.
 template <typename S>
-DIALOGLAB_INLINE void add_bias_parts_row(int64_t H, const S* __restrict d_gi,
+GRU_GATES_INLINE void add_bias_parts_row(int64_t H, const S* __restrict d_gi,
                                          const S* __restrict d_gh, float* __restrict sums) {
   for (int64_t j = 0; j < 3 * H; ++j) sums[j] += load(d_gi[j]);
   for (int64_t j = 0; j < H; ++j) sums[3 * H + j] += load(d_gh[2 * H + j]);
 }
-DIALOGLAB_CLONES void add_bias_parts(int64_t H, const float* d_gi, const float* d_gh,
+GRU_GATES_CLONES void add_bias_parts(int64_t H, const float* d_gi, const float* d_gh,
                                      float* sums) {
   add_bias_parts_row<float>(H, d_gi, d_gh, sums);
 }
-DIALOGLAB_CLONES void add_bias_parts(int64_t H, const uint16_t* d_gi, const uint16_t* d_gh,
+GRU_GATES_CLONES void add_bias_parts(int64_t H, const uint16_t* d_gi, const uint16_t* d_gh,
                                      float* sums) {
   add_bias_parts_row<uint16_t>(H, d_gi, d_gh, sums);
 }

@@ -17,17 +17,17 @@
 
 // (target_clones needs the C library's ifunc support: glibc on x86-64 Linux.)
 #if defined(__x86_64__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
-#define DIALOGLAB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define GRU_GATES_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
-#define DIALOGLAB_CLONES
+#define GRU_GATES_CLONES
 #endif
 
 // Inlined into every clone, whatever the inliner would decide: a call inside the loop would
 // keep it from being vectorised.
 #if defined(__GNUC__) || defined(__clang__)
-#define DIALOGLAB_INLINE inline __attribute__((always_inline))
+#define GRU_GATES_INLINE inline __attribute__((always_inline))
 #else
-#define DIALOGLAB_INLINE inline
+#define GRU_GATES_INLINE inline
 #endif
 
 namespace dialoglab {
@@ -44,7 +44,7 @@ namespace {
 using at::Tensor;
 
 // exp(x) for x in float range: 2^k * exp(r), r = x - k ln 2 (Cody-Waite), Cephes' polynomial.
-DIALOGLAB_INLINE float exp_approx(float x) {
+GRU_GATES_INLINE float exp_approx(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);  // 2^k stays a normal float
   const float k = std::floor(x * 1.44269504088896341f + 0.5f);
   const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
@@ -61,10 +61,10 @@ DIALOGLAB_INLINE float exp_approx(float x) {
   return y * scale;
 }
 
-DIALOGLAB_INLINE float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+GRU_GATES_INLINE float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 
 // tanh: Cephes' odd polynomial below |x| = 0.625, 1 - 2 / (exp(2|x|) + 1) above.
-DIALOGLAB_INLINE float tanh_approx(float x) {
+GRU_GATES_INLINE float tanh_approx(float x) {
   const float a = std::fabs(x);
   const float z = x * x;
   float p = -5.70498872745e-3f;
@@ -79,15 +79,15 @@ DIALOGLAB_INLINE float tanh_approx(float x) {
 
 // Storage: fp32 as float, bf16 as its raw 16 bits (the top half of a float). The passes compute
 // in fp32 and round each result to bf16 once, to nearest even, as c10::BFloat16 does.
-DIALOGLAB_INLINE float load(float v) { return v; }
-DIALOGLAB_INLINE float load(uint16_t v) {
+GRU_GATES_INLINE float load(float v) { return v; }
+GRU_GATES_INLINE float load(uint16_t v) {
   const uint32_t bits = static_cast<uint32_t>(v) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
 }
-DIALOGLAB_INLINE void store(float& out, float v) { out = v; }
-DIALOGLAB_INLINE void store(uint16_t& out, float v) {
+GRU_GATES_INLINE void store(float& out, float v) { out = v; }
+GRU_GATES_INLINE void store(uint16_t& out, float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
   const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
@@ -100,7 +100,7 @@ DIALOGLAB_INLINE void store(uint16_t& out, float v) {
 // One step's gates for one row: gh = p (h W_hh^T + b_gh), r|z = sigmoid(gi + gh),
 // n = tanh(gi_n + r * gh_n), out = n + z (h - n).
 template <typename S>
-DIALOGLAB_INLINE void gates_forward_row(int64_t H, const S* __restrict gi, const S* __restrict p,
+GRU_GATES_INLINE void gates_forward_row(int64_t H, const S* __restrict gi, const S* __restrict p,
                                         const S* __restrict h, S* __restrict gh,
                                         S* __restrict rz, S* __restrict n, S* __restrict out) {
   for (int64_t j = 0; j < 3 * H; ++j) gh[j] = p[j];
@@ -120,7 +120,7 @@ DIALOGLAB_INLINE void gates_forward_row(int64_t H, const S* __restrict gi, const
 // dL/d(gh) and dL/d(gi): equal r and z parts, n parts g c_n r and g c_n with
 // c_n = (1 - z)(1 - n^2); h_prev: the state before the step.
 template <typename S>
-DIALOGLAB_INLINE void grads_backward_row(int64_t H, const S* __restrict dh,
+GRU_GATES_INLINE void grads_backward_row(int64_t H, const S* __restrict dh,
                                          const S* __restrict d_out, const S* __restrict h_prev,
                                          const S* __restrict rz, const S* __restrict n,
                                          const S* __restrict gh, S* __restrict d_h,
@@ -143,29 +143,29 @@ DIALOGLAB_INLINE void grads_backward_row(int64_t H, const S* __restrict dh,
 
 // dh = product + d_h * z for one row: the state gradient into the step before.
 template <typename S>
-DIALOGLAB_INLINE void state_grad_row(int64_t H, const S* __restrict product,
+GRU_GATES_INLINE void state_grad_row(int64_t H, const S* __restrict product,
                                      const S* __restrict d_h, const S* __restrict z,
                                      S* __restrict dh) {
   for (int64_t j = 0; j < H; ++j) store(dh[j], load(product[j]) + load(d_h[j]) * load(z[j]));
 }
 
-#define DIALOGLAB_ROW_PASSES(S, suffix)                                                        \
-  DIALOGLAB_CLONES void gates_forward(int64_t H, const S* gi, const S* p, const S* h, S* gh,  \
+#define GRU_GATES_ROW_PASSES(S, suffix)                                                        \
+  GRU_GATES_CLONES void gates_forward(int64_t H, const S* gi, const S* p, const S* h, S* gh,  \
                                       S* rz, S* n, S* out) {                                 \
     gates_forward_row<S>(H, gi, p, h, gh, rz, n, out);                                       \
   }                                                                                            \
-  DIALOGLAB_CLONES void grads_backward(int64_t H, const S* dh, const S* d_out,                \
+  GRU_GATES_CLONES void grads_backward(int64_t H, const S* dh, const S* d_out,                \
                                        const S* h_prev, const S* rz, const S* n, const S* gh, \
                                        S* d_h, S* d_gh, S* d_gi) {                            \
     grads_backward_row<S>(H, dh, d_out, h_prev, rz, n, gh, d_h, d_gh, d_gi);                  \
   }                                                                                            \
-  DIALOGLAB_CLONES void state_grad(int64_t H, const S* product, const S* d_h, const S* z,     \
+  GRU_GATES_CLONES void state_grad(int64_t H, const S* product, const S* d_h, const S* z,     \
                                    S* dh) {                                                   \
     state_grad_row<S>(H, product, d_h, z, dh);                                               \
   }
-DIALOGLAB_ROW_PASSES(float, f32)
-DIALOGLAB_ROW_PASSES(uint16_t, bf16)
-#undef DIALOGLAB_ROW_PASSES
+GRU_GATES_ROW_PASSES(float, f32)
+GRU_GATES_ROW_PASSES(uint16_t, bf16)
+#undef GRU_GATES_ROW_PASSES
 
 // f(i) for each of a step's k rows: split over torch's intra-op threads (at::parallel_for) when
 // there are more than kRowGrain rows and `parallel_rows()` is on. The extension is built with
