@@ -16,7 +16,9 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["data", "model", "trainer", "logger", "callbacks", "debug"])
+@pytest.mark.parametrize(
+    "group", ["data", "model", "trainer", "logger", "callbacks", "debug", "accel"]
+)
 def test_group_has_options(group: str) -> None:
     assert options(group), f"conf/{group} is empty"
 
@@ -29,7 +31,8 @@ def test_group_has_options(group: str) -> None:
     + [f"logger={o}" for o in options("logger")]
     + [f"callbacks={o}" for o in options("callbacks")]
     + [f"experiment={o}" for o in options("experiment")]
-    + [f"debug={o}" for o in options("debug")],
+    + [f"debug={o}" for o in options("debug")]
+    + [f"accel={o}" for o in options("accel")],
 )
 def test_train_config_composes(make_cfg, override: str) -> None:
     cfg: DictConfig = make_cfg("train", [override])
@@ -42,6 +45,28 @@ def test_train_config_composes(make_cfg, override: str) -> None:
     if "gpu" not in override and "ddp" not in override:
         trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
         assert trainer.max_epochs == (1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs)
+
+
+@pytest.mark.parametrize("option", options("accel"))
+def test_accel_options_name_every_switch(make_cfg, option: str) -> None:
+    """accel=auto and accel=none set every speed path explicitly (saved with the run)."""
+    from dialoglab.accel import AccelConfig
+
+    cfg = make_cfg("train", [f"accel={option}"])
+    settings = AccelConfig.from_any(cfg.accel)
+    assert set(cfg.accel) == set(AccelConfig.__dataclass_fields__)
+    assert any(vars(settings).values()) == (option == "auto")
+
+
+def test_gru_attn_hyperparameters_live_under_net(make_cfg) -> None:
+    """Each network hyperparameter is written once, in model.net, and reaches the network."""
+    cfg = make_cfg("train", ["model.net.hidden_size=24", "model.net.attention=general"])
+    tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
+    tokenizer.fit(["hello there", "how are you"])
+    module = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer)
+    assert module.net.config.hidden_size == 24 and module.net.config.attention == "general"
+    assert module.net.config.vocab_size == len(tokenizer)
+    assert "hidden_size" not in {k for k in cfg.model if k != "net"}
 
 
 def test_eval_config_composes(make_cfg) -> None:
