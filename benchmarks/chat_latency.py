@@ -1,22 +1,19 @@
-"""Reply latency of a checkpoint under greedy and beam-5 decoding: p50/p95, written as JSON.
+"""Reply latency of a trained checkpoint, greedy and beam 5: p50/p95, written as JSON.
 
-    python -m dialoglab.bench.chat_latency ckpt_path=PATH [out=outputs/bench/chat_latency.json]
+    python -m benchmarks.chat_latency ckpt_path=PATH [out=outputs/bench/chat_latency.json]
         [repeats=3] [warmup=3] [threads=null] [device=cpu] [quantize=auto]
 
-`run(quick)` gives the same numbers as `Figure`s for `python -m dialoglab.bench` (checkpoint from
-DIALOGLAB_CHAT_CKPT, else the newest under outputs/).
-
-Each measurement is one `Chatbot.reply` in a fresh session (tokenization, memory rules, the model
-and decoding: what a user waits for), over a fixed set of prompts that memory does not answer.
-The model holds its weights as chat does by default (`quantize=auto`: int8 dynamic quantization
-on the CPU); `quantize=none` measures fp32.
+`run(quick, ckpt_path)` gives the same numbers as rows of `python -m benchmarks --only chat`
+(`--ckpt PATH`, else the newest checkpoint under outputs/). Each measurement is one
+`Chatbot.reply` in a fresh session (tokenization, memory rules, the model and decoding: what a
+user waits for) over prompts that memory does not answer. The weights are held as chat holds them
+by default (`quantize=auto`: int8 on the CPU); then the share of replies equal to the fp32
+model's is reported too.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -25,65 +22,50 @@ from typing import Any
 
 import torch
 
-from dialoglab.bench.common import CHAT_PROMPTS as PROMPTS
-from dialoglab.bench.common import Figure, percentile
+from benchmarks.common import CHAT_PROMPTS as PROMPTS
+from benchmarks.common import REPO_ROOT, Figure, percentile
 from dialoglab.chat.bot import Chatbot
 from dialoglab.generation import DecodingConfig
 
 
 def default_decodings() -> dict[str, DecodingConfig]:
     """Greedy, and beam search with 5 beams (the `beam` preset)."""
-    return {
-        "greedy": DecodingConfig.from_any("greedy"),
-        "beam5": DecodingConfig.from_any("beam", num_beams=5),
-    }
+    return {"greedy": DecodingConfig.from_any("greedy"), "beam5": DecodingConfig.from_any("beam")}
 
 
-def measure(
-    bot: Chatbot,
-    decodings: dict[str, DecodingConfig] | None = None,
-    prompts: Sequence[str] = PROMPTS,
-    repeats: int = 3,
-    warmup: int = 3,
-) -> dict[str, dict[str, float]]:
+def measure(bot: Chatbot, repeats: int = 3, warmup: int = 3) -> dict[str, dict[str, float]]:
     """Latency statistics in milliseconds per decoding name."""
     results = {}
-    for name, decoding in (decodings or default_decodings()).items():
-        for prompt in list(prompts)[:warmup]:
+    for name, decoding in default_decodings().items():
+        for prompt in PROMPTS[:warmup]:
             bot.reply(prompt, bot.new_session(), decoding=decoding)
-        times, lengths = [], []
+        times = []
         for _ in range(repeats):
-            for prompt in prompts:
+            for prompt in PROMPTS:
                 start = time.perf_counter()
-                reply = bot.reply(prompt, bot.new_session(), decoding=decoding)
+                bot.reply(prompt, bot.new_session(), decoding=decoding)
                 times.append((time.perf_counter() - start) * 1000)
-                lengths.append(len(reply.text.split()))
         results[name] = {
             "p50_ms": round(percentile(times, 50), 3),
             "p95_ms": round(percentile(times, 95), 3),
-            "mean_ms": round(sum(times) / len(times), 3),
             "min_ms": round(min(times), 3),
             "max_ms": round(max(times), 3),
             "n": len(times),
-            "mean_reply_words": round(sum(lengths) / len(lengths), 2),
         }
     return results
 
 
-def agreement_with_fp32(
-    bot: Chatbot, ckpt_path: str | Path, device: str, prompts: Sequence[str] = PROMPTS
-) -> dict[str, float]:
-    """Per decoding, the share of prompts whose reply from `bot` equals the fp32 model's reply
-    word for word (what quantized weights change in practice)."""
+def agreement_with_fp32(bot: Chatbot, ckpt_path: str | Path, device: str) -> dict[str, float]:
+    """Per decoding, the share of prompts whose reply equals the fp32 model's word for word."""
     reference = Chatbot.from_checkpoint(ckpt_path, device=device, quantize="none")
     shares = {}
     for name, decoding in default_decodings().items():
         same = sum(
             bot.reply(p, bot.new_session(), decoding=decoding).text
             == reference.reply(p, reference.new_session(), decoding=decoding).text
-            for p in prompts
+            for p in PROMPTS
         )
-        shares[name] = round(same / len(prompts), 3)
+        shares[name] = round(same / len(PROMPTS), 3)
     return shares
 
 
@@ -100,7 +82,6 @@ def report(
     if threads:
         torch.set_num_threads(int(threads))
     bot = Chatbot.from_checkpoint(ckpt_path, device=device, quantize=quantize)
-    decodings = default_decodings()
     result = {
         "benchmark": "chat_latency",
         "ckpt_path": str(ckpt_path),
@@ -109,54 +90,40 @@ def report(
         "quantize": bot.weights,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "python": platform.python_version(),
-        "prompts": len(PROMPTS),
         "repeats": repeats,
-        "decodings": {name: d.to_dict() for name, d in decodings.items()},
-        "results": measure(bot, decodings, PROMPTS, repeats, warmup),
+        "decodings": {name: d.to_dict() for name, d in default_decodings().items()},
+        "results": measure(bot, repeats, warmup),
     }
     if bot.weights != "none":
         result["same_reply_as_fp32"] = agreement_with_fp32(bot, ckpt_path, device)
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
 
-def find_checkpoint(root: str | Path = ".") -> Path | None:
-    """DIALOGLAB_CHAT_CKPT, else the newest outputs/**/checkpoints/*.ckpt under root."""
-    if os.environ.get("DIALOGLAB_CHAT_CKPT"):
-        return Path(os.environ["DIALOGLAB_CHAT_CKPT"])
-    found = sorted(
-        Path(root).glob("outputs/**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime
-    )
+def newest_checkpoint(root: Path = REPO_ROOT) -> Path | None:
+    """The newest outputs/**/checkpoints/*.ckpt under root."""
+    found = sorted(root.glob("outputs/**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
 def run(quick: bool = False, ckpt_path: str | None = None) -> list[Figure]:
-    """Figures for `python -m dialoglab.bench`: p50/p95 reply latency, greedy and beam-5."""
-    path = Path(ckpt_path) if ckpt_path else find_checkpoint()
+    """Rows for `python -m benchmarks --only chat`: p50/p95 reply latency, greedy and beam 5."""
+    path = Path(ckpt_path) if ckpt_path else newest_checkpoint()
     if path is None or not path.is_file():
-        note = "no checkpoint: set DIALOGLAB_CHAT_CKPT or train one (make quickstart)"
-        return [Figure(f"chat reply {n}", None, "ms", note=note) for n in ("p50", "p95")]
+        note = "no checkpoint: pass --ckpt PATH or train one (make quickstart)"
+        return [Figure(f"chat reply {q}", None, "ms", note=note) for q in ("p50", "p95")]
     result = report(path, repeats=1 if quick else 3, warmup=2 if quick else 3)
     figures = []
+    what = f"{path.name}, quantize={result['quantize']}"
     for name, stats in result["results"].items():
-        note = (
-            f"{stats['n']} replies, {result['torch_threads']} threads, {path.name}, "
-            f"quantize={result['quantize']}"
-        )
+        note = f"{stats['n']} replies, {result['torch_threads']} threads, {what}"
         for q in ("p50", "p95"):
             figures.append(Figure(f"chat reply {q} ({name})", stats[f"{q}_ms"], "ms", note=note))
     for name, share in result.get("same_reply_as_fp32", {}).items():
         figures.append(
-            Figure(
-                f"chat replies equal to fp32 ({name})",
-                round(100 * share, 1),
-                "%",
-                note=f"{len(PROMPTS)} prompts, {path.name}, quantize={result['quantize']}",
-            )
+            Figure(f"chat replies equal to fp32 ({name})", round(100 * share, 1), "%", note=what)
         )
     return figures
 
@@ -166,11 +133,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     args = OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv))
     if not args.get("ckpt_path"):
-        raise SystemExit(
-            "usage: python -m dialoglab.bench.chat_latency ckpt_path=PATH "
-            "[out=outputs/bench/chat_latency.json] [repeats=3] [warmup=3] [threads=N] "
-            "[device=cpu] [quantize=auto|none|int8|bf16]"
-        )
+        raise SystemExit(__doc__.split("\n\n")[1])
     out = args.get("out", "outputs/bench/chat_latency.json")
     result = report(
         args.ckpt_path,
@@ -183,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     for name, stats in result["results"].items():
         print(
-            f"{name:>8}: p50 {stats['p50_ms']:.1f} ms  p95 {stats['p95_ms']:.1f} ms  (n={stats['n']})"
+            f"{name:>8}: p50 {stats['p50_ms']:.1f} ms  p95 {stats['p95_ms']:.1f} ms (n={stats['n']})"
         )
     for name, share in result.get("same_reply_as_fp32", {}).items():
         print(f"{name:>8}: {100 * share:.1f} % of replies equal to the fp32 model's")

@@ -4,7 +4,7 @@
 #   scripts/gpu_check.sh prepare        here, in the repo: copy the pure-Python packages such a
 #                                       machine may lack (Hydra, OmegaConf, ANTLR's runtime,
 #                                       chatterbot-corpus) from .venv into .gpu_site/
-#   scripts/gpu_check.sh run OUT_DIR    there: the GPU benchmark (`python -m dialoglab.bench
+#   scripts/gpu_check.sh run OUT_DIR    there: the GPU benchmark (`python -m benchmarks
 #                                       --only gpu`), then five short training runs through
 #                                       train.py: gru_attn bf16-mixed, the same under DDP on one
 #                                       GPU (trainer=ddp), gru_attn fp32 on TF32, GPT-2 from
@@ -49,13 +49,13 @@ run() {
     out=$1
     mkdir -p "$out"
     export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
-    export PYTHONPATH="$here/src:$here/.gpu_site${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="$here/src:$here:$here/.gpu_site${PYTHONPATH:+:$PYTHONPATH}"
     local accel=${ACCEL:-gpu} py=${PY:-python3}
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
     "$py" -c "import torch, lightning, transformers; print('torch', torch.__version__, 'cuda',
 torch.version.cuda, 'available', torch.cuda.is_available(), '| lightning', lightning.__version__,
 '| transformers', transformers.__version__)"
-    step bench "${BENCH_LIMIT:-300}" "$py" -m dialoglab.bench --only gpu --out "$out/bench"
+    step bench "${BENCH_LIMIT:-300}" "$py" -m benchmarks --only gpu --out "$out/bench"
     local quick=(experiment=quickstart logger=csv "trainer.accelerator=$accel" trainer.devices=1
         sample_replies=3)
     step train_gru_bf16 "${TRAIN_LIMIT:-75}" "$py" train.py "${quick[@]}" trainer=gpu \
@@ -69,8 +69,7 @@ torch.version.cuda, 'available', torch.cuda.is_available(), '| lightning', light
     step train_gpt2 "${TRAIN_LIMIT:-75}" "$py" train.py model=gpt2_scratch data=chatterbot \
         logger=csv trainer=gpu "trainer.accelerator=$accel" trainer.max_epochs=1 \
         +trainer.limit_train_batches=50 sample_replies=3
-    # where GPT-2's training step goes (2.3 steps/s on an H200 on 2026-12-04, before SDPA was kept
-    # off cuDNN's attention: see docs/benchmarks.md, "On a GPU machine")
+    # where GPT-2's training step goes (the profile's table at the end of the log)
     step profile_gpt2 "${TRAIN_LIMIT:-75}" "$py" train.py model=gpt2_scratch data=chatterbot \
         logger=csv trainer=gpu "trainer.accelerator=$accel" debug=profile_torch
     local profile

@@ -13,9 +13,7 @@ out. To make that exact, three details follow our model instead of the tutorial:
 starts from the encoder's summed directions of its top layers (the tutorial takes
 `encoder_hidden[:n_layers]`, i.e. layer 0's forward and backward states), attention masks
 padded source positions (the tutorial attends to them), and the shared embedding is updated
-once, by the encoder's optimizer (the tutorial lists it in both optimizers). Our output layer
-(`ColumnMajorLinear`, a training layout of ours) becomes the tutorial's nn.Linear with the same
-values.
+once, by the encoder's optimizer (the tutorial lists it in both optimizers).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dialoglab.models.components.column_major_linear import ColumnMajorLinear
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
 
 
@@ -131,8 +128,6 @@ class TutorialTrainer:
         clip: float = 50.0,
         teacher_forcing_ratio: float = 1.0,
     ):
-        if isinstance(net.decoder.W_o, ColumnMajorLinear):  # the tutorial's nn.Linear output
-            net.decoder.W_o = net.decoder.W_o.to_linear()  # layer (equal values, (out, in))
         self.net = net
         self.encoder = EncoderRNN(net)
         self.decoder = LuongAttnDecoderRNN(net)

@@ -1,11 +1,11 @@
-"""bench/lightning_overhead: the Trainer and the plain loop alternate step by step."""
+"""benchmarks/lightning_overhead: the Trainer and the plain loop alternate step by step."""
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader
 
-from dialoglab.bench.lightning_overhead import make_batches, make_module, paired_steps, scratch_size
+from benchmarks.lightning_overhead import make_batches, make_module, paired_steps, scratch_size
 
 
 def test_paired_steps_times_every_step_of_both_sides_on_the_same_batches() -> None:
@@ -13,8 +13,8 @@ def test_paired_steps_times_every_step_of_both_sides_on_the_same_batches() -> No
     batches = make_batches(5, 2, 16, size["vocab_size"])
     loader = DataLoader(batches, batch_size=None, shuffle=False)
     torch.manual_seed(0)
-    trainer_side, _ = make_module(size, 16, dropout=0.0)
-    plain_side, _ = make_module(size, 16, dropout=0.0)
+    trainer_side = make_module(size, 16, dropout=0.0)
+    plain_side = make_module(size, 16, dropout=0.0)
     plain_side.load_state_dict(trainer_side.state_dict())
     initial = {k: v.clone() for k, v in plain_side.state_dict().items()}
 

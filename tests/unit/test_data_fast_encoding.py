@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dialoglab.bench.synthetic_cornell import write_synthetic_cornell
 from dialoglab.data.corpora.cornell import CornellReader, _parse_id_list
 from dialoglab.data.datamodule import DialogueDataModule
 from dialoglab.data.dialogue import Example, build_examples, split_by_group
 from dialoglab.data.encoded import EncodedPairs
 from dialoglab.data.tokenization import SPECIALS, WordTokenizer
+from tests.helpers.synthetic_cornell import write_synthetic_cornell
 
 SEP = " +++$+++ "
 # Texts the bulk path must hand to the regex or treat with care: accents, other scripts, final
