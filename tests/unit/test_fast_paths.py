@@ -11,13 +11,13 @@ import unicodedata
 import pytest
 import torch
 
-from dialoglab.bench.tutorial_baseline import TutorialTrainer, tutorial_batch
-from dialoglab.bench.workloads import make_optimizer, mean_nll, our_step, synthetic_batch
 from dialoglab.data.datamodule import gc_paused
 from dialoglab.data.dialogue import Example
 from dialoglab.data.encoded import EncodedPairs
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
+from tests.helpers.tutorial_baseline import TutorialTrainer, tutorial_batch
+from tests.helpers.workloads import make_optimizer, mean_nll, our_step, synthetic_batch
 
 
 def reference_collate(tok: WordTokenizer, split: EncodedPairs, indices: list[int]) -> dict:
@@ -258,7 +258,8 @@ def test_fused_adam_gradients_are_clipped_without_a_grad_scaler(max_norm: float)
 
     tok = WordTokenizer(min_count=1).fit(["hello there", "how are you", "fine thanks"])
     torch.manual_seed(0)
-    module = Seq2SeqModule(tok, functools.partial(torch.optim.Adam, fused=True), hidden_size=16)
+    net = functools.partial(GRUAttnSeq2Seq, hidden_size=16)
+    module = Seq2SeqModule(tok, net, functools.partial(torch.optim.Adam, fused=True))
     batch = synthetic_batch(len(tok), 3, 4, 4)
     module.nll(batch).backward()
     grads = [p.grad.clone() for p in module.parameters() if p.grad is not None]

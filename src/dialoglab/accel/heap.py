@@ -3,9 +3,7 @@
 glibc's malloc serves large blocks (from 128 KiB, a threshold that adapts up to 32 MiB) with
 `mmap` and hands them back to the OS when freed. A training step's large temporaries (logits,
 gate buffers, gradients, Adam's scratch) are allocated and freed every step, so each step gets
-fresh pages and pays a page fault per 4 KiB: about 20,000 per gru_attn step at the benchmark's
-sizes (`python -m dialoglab.bench --only utilisation`, row "page faults per fp32 step").
-`keep_freed_memory` sets malloc's mmap threshold to its 32 MiB maximum and its trim threshold
+fresh pages and pays a page fault per 4 KiB. `keep_freed_memory` sets malloc's mmap threshold to its 32 MiB maximum and its trim threshold
 to 1 GiB (`mallopt`), so those blocks come from the heap and are reused: what preloading
 tcmalloc or jemalloc does for PyTorch CPU training, without the preload. The price: up to
 1 GiB of freed memory may stay mapped to the process instead of going back to the OS.
@@ -37,9 +35,10 @@ def _mallopt():
 
 
 def keep_freed_memory(enabled: bool = True, trim_threshold: int = 1 << 30) -> bool:
-    """Serve large blocks from the heap and keep up to `trim_threshold` bytes of freed memory;
-    with enabled=False, both thresholds at glibc's starting 128 KiB (fixed: glibc no longer
-    adapts them). Returns whether the setting took effect."""
+    """Serve large blocks from the heap and keep up to `trim_threshold` bytes of freed memory
+    (`accel.keep_freed_memory`; when it is off, nothing calls this and glibc's adaptive defaults
+    stay). enabled=False pins both thresholds at glibc's starting 128 KiB, for comparison.
+    Returns whether the setting took effect."""
     mallopt = _mallopt()
     if mallopt is None:
         log.debug("no glibc mallopt here: freed CPU memory follows the C library's defaults")
