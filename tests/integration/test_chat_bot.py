@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dialoglab.bench import chat_latency
+from benchmarks import chat_latency
 from dialoglab.chat.bot import EMPTY_PROMPT, Chatbot, clean_text
 from dialoglab.experiment.evaluate import evaluate
 from dialoglab.generation import DecodingConfig

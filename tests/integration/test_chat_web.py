@@ -94,6 +94,18 @@ def test_app_without_checkpoints_says_how_to_get_one(
     assert "experiment=quickstart" in at.info[0].value
     at.sidebar.text_input(key="ckpt_typed").set_value(str(tmp_path / "missing.ckpt")).run()
     assert "no such file" in at.error[0].value
+    at.sidebar.text_input(key="ckpt_typed").set_value("best").run()
+    assert at.error[0].value.startswith("ckpt_path=best: no run under")
+
+
+def test_app_takes_last_for_the_newest_runs_checkpoint(app_env: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.sidebar.text_input(key="ckpt_typed").set_value("last").run()
+    assert not at.exception and not at.error, at.error
+    assert at.session_state.ckpt == str(app_env.parent / "last.ckpt")
 
 
 # -----------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from dialoglab.generation import (
     context_ngram_bans,
     generate,
     greedy_or_sample,
+    load_preset,
     ngram_bans,
     preset_names,
     seeded,
@@ -131,6 +134,30 @@ def test_unknown_preset_lists_the_presets() -> None:
         DecodingConfig.from_any("does-not-exist")
 
 
+def test_presets_come_from_the_callers_folder(tmp_path) -> None:
+    (tmp_path / "wide.yaml").write_text("strategy: beam\nnum_beams: 7\n")
+    (tmp_path / "wider.yaml").write_text("defaults: [wide]\nlength_penalty: 2.0\n")
+    assert preset_names(tmp_path) == ["wide", "wider"]
+    wider = DecodingConfig.from_any("wider", presets_dir=tmp_path, min_length=2)
+    assert (wider.num_beams, wider.length_penalty, wider.min_length) == (7, 2.0, 2)
+    with pytest.raises(ConfigError, match="choose one of wide, wider"):
+        DecodingConfig.from_any("beam", presets_dir=tmp_path)
+    # A name is one of the folder's presets, never a path out of it.
+    with pytest.raises(ConfigError, match="no such preset"):
+        load_preset("../wide", tmp_path / "sub")
+
+
+def test_generation_imports_nothing_above_it() -> None:
+    """Layering: presets reach generation from its callers; it never imports experiment/chat."""
+    code = (
+        "import sys, dialoglab.generation as g; g.DecodingConfig.from_any('beam'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('dialoglab.experiment', "
+        "'dialoglab.chat', 'dialoglab.models'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_eval_config_takes_a_decoding(make_cfg) -> None:
     default = DecodingConfig.from_any(make_cfg("eval", ["ckpt_path=x.ckpt"]).decoding)
     assert default.effective_strategy == "greedy"
@@ -146,11 +173,28 @@ def test_eval_config_takes_a_decoding(make_cfg) -> None:
 # Greedy and beam search
 
 
+def plain_greedy(net: GRUAttnSeq2Seq, src: torch.Tensor, lengths: torch.Tensor, max_length: int):
+    """Argmax one step at a time, one example at a time: the reference for batched greedy."""
+    replies = []
+    for row in range(src.size(0)):
+        n = int(lengths[row])
+        memory, state, mask = net.encode(src[row : row + 1, :n], lengths[row : row + 1])
+        token, reply = torch.tensor([[SOS]]), []
+        while len(reply) < max_length and EOS not in reply:
+            logits, state, _ = net.decoder(token, state, memory, mask)
+            reply.append(int(logits[0, -1].argmax()))
+            token = torch.tensor([[reply[-1]]])
+        replies.append(reply)
+    width = max(len(r) for r in replies)
+    return torch.tensor([r + [PAD] * (width - len(r)) for r in replies])
+
+
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
-def test_greedy_equals_the_models_own_greedy_decode(rnn_type: str) -> None:
+def test_greedy_equals_a_plain_greedy_loop(rnn_type: str) -> None:
     net = make_model(rnn_type=rnn_type)
     src, lengths = make_src(LENGTHS)
-    expected, _ = net.greedy_decode(src, lengths, 12)
+    with torch.no_grad():
+        expected = plain_greedy(net, src, lengths, 12)
     assert torch.equal(generate(net, src, lengths, DecodingConfig(max_length=12)), expected)
 
 

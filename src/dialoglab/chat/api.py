@@ -13,11 +13,19 @@ says how the model holds its weights; see dialoglab.models.quantize.
 Sessions are isolated: each has its own history, memory and lock, so concurrent requests to one
 session are answered one after another and never see another session's state. A message over
 `max_message_chars` gets 413, a body over `max_body_bytes` gets 413, a malformed body 400/422,
-each with a `detail` saying what to fix. The server binds 127.0.0.1 unless told otherwise.
+each with a `detail` saying what to fix.
+
+The server binds 127.0.0.1 unless told otherwise. Any other host needs an API key (`api_key`, or
+the environment variable DIALOGLAB_API_KEY for a secret kept out of configs and shell history);
+without one the server refuses to start. With a key, every request but `GET /health` must send
+`Authorization: Bearer <key>` or `X-API-Key: <key>`, else 401. The key is never logged.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+import os
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -28,12 +36,13 @@ from fastapi.responses import JSONResponse
 from omegaconf import DictConfig
 from pydantic import BaseModel, Field
 
-from dialoglab.chat.bot import Chatbot, Session
+from dialoglab.chat.bot import Chatbot, Session, bot_from_config
 from dialoglab.errors import ConfigError
 from dialoglab.experiment.runner import CONFIG_DIR, run_task
-from dialoglab.generation import DecodingConfig
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+API_KEY_ENV = "DIALOGLAB_API_KEY"
+OPEN_PATHS = frozenset({"/health"})  # answered without the API key
 
 
 class ChatRequest(BaseModel):
@@ -129,13 +138,74 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
+class ApiKeyAuth:
+    """ASGI middleware: 401 for HTTP requests (but `OPEN_PATHS`) without the right API key, sent
+    as `Authorization: Bearer <key>` or `X-API-Key: <key>`; compared in constant time."""
+
+    def __init__(self, app: Any, api_key: str) -> None:
+        self.app = app
+        self._key = api_key.encode("utf-8")
+
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        offered = [token.strip()] if scheme.lower() == b"bearer" else []
+        if b"x-api-key" in headers:
+            offered.append(headers[b"x-api-key"].strip())
+        return any(hmac.compare_digest(key, self._key) for key in offered)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if not self._authorised(dict(scope.get("headers") or [])):
+            response = JSONResponse(
+                {
+                    "detail": "missing or wrong API key: send 'Authorization: Bearer <key>' "
+                    "or 'X-API-Key: <key>'"
+                },
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (localhost, 127.0.0.0/8, ::1)."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # a hostname or "": it may face the network
+        return False
+
+
+def api_key_of(cfg: DictConfig) -> str | None:
+    """The API key: `api_key` of the config, else the environment's DIALOGLAB_API_KEY."""
+    key = cfg.get("api_key") or os.environ.get(API_KEY_ENV) or None
+    return str(key) if key is not None else None
+
+
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Refuse to serve beyond loopback without an API key (one line saying how to set one)."""
+    if api_key is None and not is_loopback(host):
+        raise ConfigError(
+            f"host={host} makes the API reachable from other machines, so it needs an API key: "
+            f"set the environment variable {API_KEY_ENV} (or api_key in conf/serve.yaml); "
+            "clients then send 'Authorization: Bearer <key>'"
+        )
+
+
 def create_app(
     bot: Chatbot,
     max_message_chars: int = 1000,
     max_body_bytes: int = 16_384,
     max_sessions: int = 10_000,
+    api_key: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app around one Chatbot."""
+    """The FastAPI app around one Chatbot; with `api_key`, requests must carry it (see module)."""
     app = FastAPI(
         title="dialoglab chat API",
         version="1",
@@ -145,23 +215,30 @@ def create_app(
     app.state.bot = bot
     app.state.sessions = store
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if api_key:
+        app.add_middleware(ApiKeyAuth, api_key=api_key)  # outermost: checked before the body
 
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": bot.describe(), "sessions": len(store)}
 
+    _add_chat_route(app, bot, store, max_message_chars)
+    _add_session_routes(app, store)
+    return app
+
+
+def _add_chat_route(app: FastAPI, bot: Chatbot, store: SessionStore, max_chars: int) -> None:
     @app.post("/v1/chat", response_model=ChatResponse)
     def chat(request: ChatRequest) -> ChatResponse:
-        if len(request.message) > max_message_chars:
+        if len(request.message) > max_chars:
             raise HTTPException(
                 413,
-                f"message is {len(request.message)} characters long; the limit is "
-                f"{max_message_chars}",
+                f"message is {len(request.message)} characters long; the limit is {max_chars}",
             )
         decoding = None
         if request.decoding:
             try:
-                decoding = DecodingConfig.from_any(bot.decoding, **request.decoding)
+                decoding = bot.decoding.replace(**request.decoding)
             except (ConfigError, TypeError) as err:
                 raise HTTPException(422, f"decoding: {err}") from err
         entry = store.get(request.session_id)
@@ -177,6 +254,8 @@ def create_app(
                 **reply.to_dict(),
             )
 
+
+def _add_session_routes(app: FastAPI, store: SessionStore) -> None:
     @app.get("/v1/sessions/{session_id}")
     def get_session(session_id: str) -> dict[str, Any]:
         entry = store.get(session_id, create=False)
@@ -192,16 +271,16 @@ def create_app(
             raise HTTPException(404, f"no session {session_id!r}")
         return {"deleted": session_id}
 
-    return app
-
 
 def serve(cfg: DictConfig) -> dict[str, Any]:
     import uvicorn
 
-    from dialoglab.chat.cli import bot_from_config
-
+    api_key = api_key_of(cfg)
+    check_exposure(str(cfg.host), api_key)  # before the model loads: fail fast
     bot = bot_from_config(cfg, cfg.max_message_chars)
-    app = create_app(bot, cfg.max_message_chars, cfg.max_body_bytes, cfg.max_sessions)
+    app = create_app(
+        bot, cfg.max_message_chars, cfg.max_body_bytes, cfg.max_sessions, api_key=api_key
+    )
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level))
     return {}
 

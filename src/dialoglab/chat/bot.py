@@ -4,7 +4,11 @@
     session = bot.new_session()
     bot.reply("hi, my name is Ana", session).text
 
-Every front end (CLI, web, HTTP API) goes through this class, so they behave alike:
+Every front end (CLI, web, HTTP API) goes through this class, and the CLI and the API build it
+from their config with `bot_from_config`, so they behave alike:
+
+- `ckpt_path=best` / `ckpt_path=last` name that checkpoint of the newest run under outputs/;
+- the weights are held as `quantize` says, by default `auto` (int8 on the CPU, fp32 on GPUs);
 
 - the context given to the model is the session's last `context_turns` turns (the model's own
   `data.context_turns` from its checkpoint; 0 means the single last turn, as in training);
@@ -33,11 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from dialoglab.chat.memory import Memory
+from dialoglab.errors import ConfigError
+from dialoglab.experiment.runner import CONFIG_DIR, find_checkpoints, resolve_ckpt_path
 from dialoglab.generation import DecodingConfig
 
 MAX_INPUT_CHARS = 1000
+DEFAULT_QUANTIZE = "auto"  # as conf/chat.yaml and conf/serve.yaml: int8 on the CPU
+PRESETS_DIR = CONFIG_DIR / "decoding"  # decoding presets by name ("beam") come from here
 MAX_HISTORY_TURNS = 100  # turns kept per session (the model reads only the last context_turns)
 EMPTY_PROMPT = "Say something and I'll reply. Type /help for commands."
 
@@ -99,6 +108,11 @@ class Session:
         return {"session_id": self.id, "history": list(self.history), **self.memory.to_dict()}
 
 
+def decoding_config(value: Any = None, **overrides: Any) -> DecodingConfig:
+    """A DecodingConfig from None, a preset name of conf/decoding/, a mapping or a config."""
+    return DecodingConfig.from_any(value, presets_dir=PRESETS_DIR, **overrides)
+
+
 def clean_text(text: str | bytes) -> str:
     """Valid, printable text: bytes decoded as UTF-8 (bad bytes replaced), lone surrogates and
     control characters (other than newlines and tabs) dropped."""
@@ -123,7 +137,7 @@ class Chatbot:
     ) -> None:
         self.model = model.eval()
         self.run_config = run_config or getattr(model, "run_config", {}) or {}
-        self.decoding = DecodingConfig.from_any(decoding)
+        self.decoding = decoding_config(decoding)
         self.ckpt_path = str(ckpt_path) if ckpt_path else None
         self.max_input_chars = max_input_chars
         self._lock = threading.Lock()
@@ -139,20 +153,23 @@ class Chatbot:
         path: str | Path,
         decoding: Any = None,
         device: str | torch.device = "cpu",
-        quantize: str | None = "none",
+        quantize: str | None = DEFAULT_QUANTIZE,
+        accel: Any = None,
         **kwargs: Any,
     ) -> Chatbot:
         """Rebuild model and tokenizer from a dialoglab checkpoint alone.
 
+        `path` may be `best` or `last` (that checkpoint of the newest run under ./outputs/).
         `quantize` (auto | none | int8 | bf16) is how the weights are held for inference; see
-        `dialoglab.models.quantize` (the front ends' configs default to auto: int8 on the CPU,
-        fp32 on GPUs).
+        `dialoglab.models.quantize` (auto: int8 on the CPU, fp32 on GPUs). `accel` picks the
+        speed paths (`dialoglab.accel`; None: all on, as `accel=auto`).
         """
+        from dialoglab import accel as speed
         from dialoglab.experiment.checkpoint import restore_model
-        from dialoglab.models.quantize import quantize_model
 
+        path = resolve_ckpt_path(path)
         restored = restore_model(path)
-        model = quantize_model(restored.model.to(device), quantize)
+        model = speed.for_inference(restored.model.to(device), quantize, accel)
         return cls(model, restored.checkpoint["dialoglab"]["config"], decoding, path, **kwargs)
 
     # -- facts about the model -----------------------------------------------------------------
@@ -265,7 +282,7 @@ class Chatbot:
         else:
             context = [*session.history, text][-self.window :]
             persona = session.memory.as_persona_lines() if self.uses_persona else None
-            config = self.decoding if decoding is None else DecodingConfig.from_any(decoding)
+            config = self.decoding if decoding is None else decoding_config(decoding)
             if with_attention and self.supports_attention:
                 reply_text, attention = self._reply_with_attention(context, persona, config)
             else:
@@ -333,3 +350,35 @@ class Chatbot:
         source_tokens = [tok.itos[i] for i in src[0, : int(lengths[0])].tolist()]
         matrix = [] if weights is None else weights[0, :n, : len(source_tokens)].tolist()
         return tok.decode(row), Attention(source_tokens, reply_tokens, matrix)
+
+
+# -----------------------------------------------------------------------------
+# Built from a front end's config
+
+
+def require_checkpoint(cfg: DictConfig) -> str:
+    """`cfg.ckpt_path`, with a hint at the checkpoints under ./outputs/ when it is not set."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        found = find_checkpoints()
+        hint = (
+            f"e.g. ckpt_path={found[0]}, or ckpt_path=best / ckpt_path=last (the newest run's)"
+            if found
+            else "train one with: make quickstart"
+        )
+        raise ConfigError(f"ckpt_path is required (the checkpoint to talk to); {hint}")
+    return str(cfg.ckpt_path)
+
+
+def bot_from_config(cfg: DictConfig, max_input_chars: int = MAX_INPUT_CHARS) -> Chatbot:
+    """The Chatbot a front end's config describes: `ckpt_path` (a path, `best` or `last`),
+    `decoding`, `device` and `quantize` (auto | none | int8 | bf16, default auto)."""
+    path = require_checkpoint(cfg)
+    decoding = OmegaConf.to_container(cfg.decoding, resolve=True) if cfg.get("decoding") else None
+    return Chatbot.from_checkpoint(
+        path,
+        decoding=decoding,
+        device=cfg.get("device", "cpu"),
+        quantize=cfg.get("quantize", DEFAULT_QUANTIZE),
+        accel=cfg.get("accel"),
+        max_input_chars=max_input_chars,
+    )

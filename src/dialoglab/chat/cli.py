@@ -1,7 +1,8 @@
 """`python chat.py ckpt_path=...`: a terminal chat (rich) with /reset /memory /forget /help /quit.
 
-`quantize=auto|none|int8|bf16` says how the model holds its weights (conf/chat.yaml: auto, which
-is int8 dynamic quantization on the CPU, fp32 on GPUs; see dialoglab.models.quantize).
+`ckpt_path` is a checkpoint's path, or `best` / `last`: that checkpoint of the newest run under
+./outputs/. `quantize=auto|none|int8|bf16` says how the model holds its weights (conf/chat.yaml:
+auto, which is int8 dynamic quantization on the CPU, fp32 on GPUs; see dialoglab.models.quantize).
 
 `--once "text"` (or `once="text"`) prints the reply to one message and exits, for scripts. Input
 that is not valid UTF-8 is read with replacement characters instead of failing.
@@ -12,16 +13,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
-from dialoglab.chat.bot import BotReply, Chatbot
-from dialoglab.errors import ConfigError
+from dialoglab.chat.bot import BotReply, Chatbot, bot_from_config
 from dialoglab.experiment.runner import CONFIG_DIR, run_task
 
 QUIT = ("/quit", "/exit", "/q")
@@ -47,34 +46,6 @@ def translate_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
             rest.append(arg)
         i += 1
     return rest, once
-
-
-def find_checkpoints(root: str | Path = ".") -> list[Path]:
-    """Checkpoints under root/outputs/**/checkpoints/, newest first."""
-    found = Path(root).glob("outputs/**/checkpoints/*.ckpt")
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def require_checkpoint(cfg: DictConfig) -> str:
-    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
-        found = find_checkpoints()
-        hint = f"e.g. ckpt_path={found[0]}" if found else "train one with: make quickstart"
-        raise ConfigError(f"ckpt_path is required (the checkpoint to talk to); {hint}")
-    return str(cfg.ckpt_path)
-
-
-def bot_from_config(cfg: DictConfig, max_input_chars: int) -> Chatbot:
-    """The Chatbot a front end's config describes: `ckpt_path`, `decoding`, `device`, `quantize`
-    (auto | none | int8 | bf16: how the weights are held, see `dialoglab.models.quantize`)."""
-    path = require_checkpoint(cfg)
-    decoding = OmegaConf.to_container(cfg.decoding, resolve=True) if cfg.get("decoding") else None
-    return Chatbot.from_checkpoint(
-        path,
-        decoding=decoding,
-        device=cfg.get("device", "cpu"),
-        quantize=cfg.get("quantize", "none"),
-        max_input_chars=max_input_chars,
-    )
 
 
 def describe_weights(bot: Chatbot) -> str:

@@ -1,7 +1,8 @@
 """`streamlit run app.py`: a web chat with any checkpoint under outputs/.
 
 Sidebar: the checkpoint (every `outputs/**/checkpoints/*.ckpt` under `DIALOGLAB_ROOT` or the
-working directory, newest first, or a typed path; `DIALOGLAB_CKPT` preselects one), how the
+working directory, newest first, or a typed path, `best` or `last`; `DIALOGLAB_CKPT` preselects
+one), how the
 weights are held (auto | none | int8 | bf16, as `quantize` of conf/chat.yaml; `DIALOGLAB_QUANTIZE`
 preselects one, default auto: int8 on the CPU), decoding controls (a preset from
 conf/decoding/ and its fields), what the bot remembers about you (with a button to forget it)
@@ -9,6 +10,9 @@ and a button to start over. Each browser session has its own history and
 memory. For gru_attn models, the attention of the last reply is drawn as a heat-map (source words
 x reply words). The model is loaded once per checkpoint, weights setting and process
 (`st.cache_resource`).
+
+The project's `.streamlit/config.toml` binds the server to 127.0.0.1 and turns Streamlit's usage
+statistics off; `--server.address=0.0.0.0` opens it to the network.
 """
 
 from __future__ import annotations
@@ -19,8 +23,16 @@ from typing import Any
 
 import streamlit as st
 
-from dialoglab.chat.bot import Attention, Chatbot, Session
+from dialoglab.chat.bot import (
+    DEFAULT_QUANTIZE,
+    PRESETS_DIR,
+    Attention,
+    Chatbot,
+    Session,
+    decoding_config,
+)
 from dialoglab.errors import DialoglabError
+from dialoglab.experiment.runner import find_checkpoints, resolve_ckpt_path
 from dialoglab.generation import STRATEGIES, DecodingConfig, preset_names
 from dialoglab.models.quantize import QUANTIZE_CHOICES
 
@@ -31,14 +43,8 @@ def root_dir() -> Path:
     return Path(os.environ.get("DIALOGLAB_ROOT") or Path.cwd())
 
 
-def find_checkpoints(root: Path) -> list[Path]:
-    """Checkpoints under root/outputs/**/checkpoints/, newest first."""
-    found = (root / "outputs").glob("**/checkpoints/*.ckpt")
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def load_bot(path: str, quantize: str = "auto") -> Chatbot:
+def load_bot(path: str, quantize: str = DEFAULT_QUANTIZE) -> Chatbot:
     return Chatbot.from_checkpoint(path, quantize=quantize)
 
 
@@ -76,7 +82,7 @@ WEIGHTS_LABELS = {
 
 def choose_quantize() -> str:
     """How the model holds its weights (`quantize`); DIALOGLAB_QUANTIZE preselects one."""
-    preselected = os.environ.get("DIALOGLAB_QUANTIZE", "auto").strip().lower()
+    preselected = os.environ.get("DIALOGLAB_QUANTIZE", DEFAULT_QUANTIZE).strip().lower()
     index = QUANTIZE_CHOICES.index(preselected) if preselected in QUANTIZE_CHOICES else 0
     return st.selectbox(
         "Weights",
@@ -90,11 +96,11 @@ def choose_quantize() -> str:
 
 def decoding_controls(bot: Chatbot) -> DecodingConfig:
     """Widgets for a decoding preset and its fields; returns the resulting config."""
-    presets = preset_names()
+    presets = preset_names(PRESETS_DIR)
     preset = st.selectbox(
         "Decoding preset", presets, index=presets.index("beam") if "beam" in presets else 0
     )
-    base = DecodingConfig.from_any(preset)
+    base = decoding_config(preset)
     k = f"dec_{preset}_"  # a new preset starts from its own values
     strategy = st.selectbox(
         "Strategy", STRATEGIES, index=STRATEGIES.index(base.strategy), key=k + "strategy"
@@ -198,33 +204,89 @@ def attention_figure(attention: Attention) -> Any:
 # Page
 
 
-def main() -> None:
-    st.set_page_config(page_title=TITLE, page_icon=":speech_balloon:", layout="wide")
-    state = st.session_state
-    with st.sidebar:
-        st.header(TITLE)
-        path = choose_checkpoint()
-        quantize = choose_quantize()
+def open_bot(path: str | None, quantize: str) -> Chatbot | None:
+    """The bot of the chosen checkpoint (`best` / `last` resolved under the root's outputs/);
+    None, with a message on the page, when there is none or it cannot be loaded."""
     if not path:
         st.title(TITLE)
         st.info(
             f"No checkpoint found under {root_dir() / 'outputs'}. Train one with "
             "`python train.py experiment=quickstart`, or type a checkpoint path in the sidebar."
         )
-        return
+        return None
     try:
-        bot = load_bot(path, quantize)
+        return load_bot(resolve_ckpt_path(path, root_dir()), quantize)
     except DialoglabError as err:
         st.title(TITLE)
         st.error(str(err))
-        return
+        return None
 
-    if state.get("ckpt") != path:  # a new model: a new conversation
-        state.ckpt = path
+
+def current_session(bot: Chatbot) -> Session:
+    """This browser session's conversation; a new one when the model changes."""
+    state = st.session_state
+    if state.get("ckpt") != bot.ckpt_path:
+        state.ckpt = bot.ckpt_path
         state.session = bot.new_session()
         state.messages = []
-    session: Session = state.session
+    return state.session
 
+
+def answer(bot: Chatbot, session: Session, prompt: str, decoding: DecodingConfig) -> None:
+    """Reply to `prompt` and add both messages to the page's history."""
+    reply = bot.reply(prompt, session, decoding=decoding, with_attention=bot.supports_attention)
+    st.session_state.messages.append({"role": "user", "text": prompt})
+    st.session_state.messages.append(
+        {
+            "role": "assistant",
+            "text": reply.text,
+            "source": reply.source,
+            "notices": reply.notices,
+            "learnt": reply.learnt,
+            "attention": reply.attention,
+        }
+    )
+
+
+def show_messages(messages: list[dict[str, Any]]) -> None:
+    if not messages:
+        st.caption("Type a message below. /help lists the commands.")
+    for message in messages:
+        with st.chat_message(message["role"]):
+            st.markdown(message["text"].replace("<", "&lt;"))
+            for notice in message.get("notices") or []:
+                st.caption(f"note: {notice}")
+            if message.get("learnt"):
+                facts = "; ".join(
+                    f"{k}: {', '.join(v) if isinstance(v, list) else v}"
+                    for k, v in message["learnt"].items()
+                )
+                st.caption(f"remembered {facts}")
+            if message.get("source") == "memory":
+                st.caption("answered from memory")
+
+
+def show_attention(bot: Chatbot, messages: list[dict[str, Any]]) -> None:
+    last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+    if not bot.supports_attention:
+        st.caption(f"No attention heat-map for {bot.family} models.")
+    elif last is not None and last.get("attention") is not None and last["attention"].weights:
+        st.markdown("**Attention of the last reply** (reply words x source words)")
+        st.pyplot(attention_figure(last["attention"]), clear_figure=False)
+    else:
+        st.caption("The attention of the model's last reply will appear here.")
+
+
+def main() -> None:
+    st.set_page_config(page_title=TITLE, page_icon=":speech_balloon:", layout="wide")
+    with st.sidebar:
+        st.header(TITLE)
+        path = choose_checkpoint()
+        quantize = choose_quantize()
+    bot = open_bot(path, quantize)
+    if bot is None:
+        return
+    session = current_session(bot)
     with st.sidebar:
         st.caption(
             f"{bot.family} model · reads the last {bot.window} turn(s) · "
@@ -237,49 +299,13 @@ def main() -> None:
     # The message is answered before the page is drawn, so the memory panel is up to date.
     prompt = st.chat_input("Say something...")
     if prompt is not None:
-        reply = bot.reply(
-            str(prompt), session, decoding=decoding, with_attention=bot.supports_attention
-        )
-        state.messages.append({"role": "user", "text": str(prompt)})
-        state.messages.append(
-            {
-                "role": "assistant",
-                "text": reply.text,
-                "source": reply.source,
-                "notices": reply.notices,
-                "learnt": reply.learnt,
-                "attention": reply.attention,
-            }
-        )
-
+        answer(bot, session, str(prompt), decoding)
     with st.sidebar:
         memory_panel(session)
 
     st.title(TITLE)
     chat_column, attention_column = st.columns([3, 2], gap="large")
     with chat_column:
-        if not state.messages:
-            st.caption("Type a message below. /help lists the commands.")
-        for message in state.messages:
-            with st.chat_message(message["role"]):
-                st.markdown(message["text"].replace("<", "&lt;"))
-                for notice in message.get("notices") or []:
-                    st.caption(f"note: {notice}")
-                if message.get("learnt"):
-                    facts = "; ".join(
-                        f"{k}: {', '.join(v) if isinstance(v, list) else v}"
-                        for k, v in message["learnt"].items()
-                    )
-                    st.caption(f"remembered {facts}")
-                if message.get("source") == "memory":
-                    st.caption("answered from memory")
-
+        show_messages(st.session_state.messages)
     with attention_column:
-        last = next((m for m in reversed(state.messages) if m["role"] == "assistant"), None)
-        if not bot.supports_attention:
-            st.caption(f"No attention heat-map for {bot.family} models.")
-        elif last is not None and last.get("attention") is not None and last["attention"].weights:
-            st.markdown("**Attention of the last reply** (reply words x source words)")
-            st.pyplot(attention_figure(last["attention"]), clear_figure=False)
-        else:
-            st.caption("The attention of the model's last reply will appear here.")
+        show_attention(bot, st.session_state.messages)

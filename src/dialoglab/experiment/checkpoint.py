@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(
-            f"ckpt_path={path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). It may be truncated or another kind "
-            "of file; use last.ckpt or another epoch_*.ckpt of the run."
+            f"ckpt_path={path}: not a readable PyTorch checkpoint ({load_failure(err)}). It may be "
+            "truncated or another kind of file; use last.ckpt or another epoch_*.ckpt of the run."
         ) from err
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise CheckpointError(
@@ -45,6 +45,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"'{CHECKPOINT_KEY}' entry holding config and tokenizer)."
         )
     return checkpoint
+
+
+def load_failure(err: BaseException) -> str:
+    """Why torch.load failed, in one short clause. torch's advice to load the file again with
+    weights_only=False is left out: that would run whatever code an untrusted file holds."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch bolds part of its message
+    if "WeightsUnpickler error:" in text:  # the reason, after torch's advice
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0].split(". ")[0].rstrip(".") if lines else ""
+    if "weights_only" in reason:
+        reason = "not loadable as plain tensors and values"
+    return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
 
 
 def weight_mismatch(expected: dict[str, Any], found: dict[str, Any], limit: int = 3) -> str:

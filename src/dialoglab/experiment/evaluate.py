@@ -13,13 +13,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dialoglab import accel
 from dialoglab.experiment import resolvers  # noqa: F401  (registers ${run_id:})
 from dialoglab.experiment.checkpoint import restore_model
-from dialoglab.experiment.runner import CONFIG_DIR, report_run, run_task
+from dialoglab.experiment.runner import CONFIG_DIR, report_run, resolve_ckpt_path, run_task
 from dialoglab.generation import DecodingConfig
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test metrics of `cfg.ckpt_path` on its own data (or `cfg.data` overrides), printed and saved."""
-    restored = restore_model(cfg.ckpt_path)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.root_dir)  # a path, best or last
+    restored = restore_model(ckpt_path)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     # Weights are converted where they will run (int8 is CPU-only: a GPU trainer gets a clear
     # `quantize` error, and `auto` stays fp32 there).
@@ -42,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     output_dir = Path(cfg.paths.output_dir)
     result = {
-        "ckpt_path": str(cfg.ckpt_path),
+        "ckpt_path": str(ckpt_path),
         "split": stage,
         "decoding": model.decoding.to_dict(),
         "quantize": model.inference_weights,

@@ -1,4 +1,5 @@
-"""What every entry point shares: where configs live, user errors without tracebacks, run reports."""
+"""What every entry point shares: where configs live, which checkpoint `ckpt_path` names, user
+errors without tracebacks, run reports."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from dialoglab.errors import DialoglabError
+from dialoglab.errors import CheckpointError, DialoglabError
 from dialoglab.experiment import resolvers  # noqa: F401  (every entry point's configs use them)
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,66 @@ CONFIG_DIR = Path(
 
 console = Console(stderr=False)
 
+# `ckpt_path=best|last`: that checkpoint of the newest run under outputs/.
+CKPT_KEYWORDS = ("best", "last")
+
 # Lightning's own use of a deprecated torch API; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def find_checkpoints(root: str | Path = ".") -> list[Path]:
+    """Checkpoints under root/outputs/**/checkpoints/, newest first."""
+    found = (Path(root) / "outputs").glob("**/checkpoints/*.ckpt")
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def resolve_ckpt_path(value: str | Path, root: str | Path = ".", key: str = "ckpt_path") -> str:
+    """The checkpoint `value` names: `best` (the run's best `epoch_*.ckpt`) or `last`
+    (`last.ckpt`) of the newest run under root/outputs/ that has one; any other value as given.
+
+    A run is a `checkpoints/` folder; its age is that of its newest checkpoint. `key` names the
+    setting in the error raised when no run has such a checkpoint.
+    """
+    text = str(value).strip()
+    if text not in CKPT_KEYWORDS:
+        return text
+    runs: dict[Path, list[Path]] = {}  # newest run first, each run's checkpoints newest first
+    for path in find_checkpoints(root):
+        runs.setdefault(path.parent, []).append(path)
+    for checkpoints in runs.values():
+        if text == "last":
+            last = [p for p in checkpoints if p.name == "last.ckpt"]
+            if last:
+                return str(last[0])
+        else:
+            epochs = [p for p in checkpoints if p.name.startswith("epoch_")]
+            if epochs:
+                return str(_best_of(epochs))
+    wanted = "last.ckpt" if text == "last" else "epoch_*.ckpt (a best checkpoint)"
+    raise CheckpointError(
+        f"{key}={text}: no run under {Path(root).resolve() / 'outputs'} has a {wanted} in its "
+        f"checkpoints/ folder; train one (make quickstart) or give the checkpoint's path"
+    )
+
+
+def _best_of(epochs: list[Path]) -> Path:
+    """The best of a run's epoch checkpoints (newest first): the one its last.ckpt records as
+    ModelCheckpoint's best, else the newest (with save_top_k=1 the run keeps only the best)."""
+    last = epochs[0].parent / "last.ckpt"
+    if len(epochs) == 1 or not last.is_file():
+        return epochs[0]
+    try:
+        import torch
+
+        states = torch.load(last, map_location="cpu", weights_only=True, mmap=True)["callbacks"]
+        named = {Path(str(s.get("best_model_path", ""))).name for s in states.values()}
+    except Exception:  # an unreadable last.ckpt: fall back to the newest
+        return epochs[0]
+    return next((p for p in epochs if p.name in named), epochs[0])
 
 
 def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,48 @@
+"""One decoding config for every model family, and our own search over step-wise decoders.
+
+`DecodingConfig` (built from `conf/decoding/*.yaml`) is what eval, the CLI, the web app and the
+HTTP API pass around. For Hugging Face models it becomes `generate()` keyword arguments through
+`to_hf_generate_kwargs` (`hf.py`); for `GRUAttnSeq2Seq`, and for GPT-2 through `GPT2Stepper` (its
+KV cache as the state), it drives `generate` (`search.py`): batched greedy, beam search and
+sampling. `processors.py` holds the logit processors both paths share, `config.py` the config
+and its presets.
+"""
+
+from dialoglab.generation.config import (
+    DEFAULT_PRESETS_DIR,
+    STRATEGIES,
+    DecodingConfig,
+    load_preset,
+    preset_names,
+)
+from dialoglab.generation.hf import seeded, to_hf_generate_kwargs
+from dialoglab.generation.processors import (
+    BANNED,
+    LogitProcessors,
+    PromptNGramBlocker,
+    apply_repetition_penalty,
+    context_ngram_bans,
+    ngram_bans,
+    top_k_top_p_filter,
+)
+from dialoglab.generation.search import beam_search, generate, greedy_or_sample
+
+__all__ = [
+    "BANNED",
+    "DEFAULT_PRESETS_DIR",
+    "STRATEGIES",
+    "DecodingConfig",
+    "LogitProcessors",
+    "PromptNGramBlocker",
+    "apply_repetition_penalty",
+    "beam_search",
+    "context_ngram_bans",
+    "generate",
+    "greedy_or_sample",
+    "load_preset",
+    "ngram_bans",
+    "preset_names",
+    "seeded",
+    "to_hf_generate_kwargs",
+    "top_k_top_p_filter",
+]
