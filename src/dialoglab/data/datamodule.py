@@ -26,6 +26,7 @@ from dialoglab.data.resumable import (
 from dialoglab.data.samplers import UnpaddedDistributedSampler, world
 from dialoglab.data.sampling import BucketBatchSampler, BucketDataLoader
 from dialoglab.data.tokenization import WordTokenizer
+from dialoglab.data.tokenizer_protocol import Tokenizer
 from dialoglab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,13 @@ class DialogueDataModule(LightningDataModule):
     `reader` is a factory (Hydra `_partial_`) called with `path` and `strict`; the tokenizer is
     fitted on the training split only, unless it arrives already fitted (from a checkpoint).
     The tokenizer also owns the model family's example layout: `encode_examples` turns examples
-    into `EncodedPairs` and `collate` pads a batch of them (see `WordTokenizer`).
+    into `EncodedPairs` and `collate` pads a batch of them (see `Tokenizer`).
     """
 
     def __init__(
         self,
         reader: Callable[..., Any],
-        tokenizer: WordTokenizer | None = None,
+        tokenizer: Tokenizer | None = None,
         path: str | None = None,
         strict: bool = False,
         context_turns: int = 0,
@@ -89,7 +90,7 @@ class DialogueDataModule(LightningDataModule):
                 f"data.split must have 3 ratios (train, val, test), got {list(split)}"
             )
         self.reader_factory = reader
-        self.tokenizer = tokenizer if tokenizer is not None else WordTokenizer()
+        self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else WordTokenizer()
         self.vocab_given = self.tokenizer.fitted  # a checkpoint's vocabulary: never refitted
         self.path = path
         self.strict = strict
@@ -143,7 +144,8 @@ class DialogueDataModule(LightningDataModule):
         """Read, split, fit the tokenizer (unless fitted), encode: the object that gets cached."""
         # a word tokenizer tokenizes each distinct text once, for fitting and all three splits
         reusing_tokens = getattr(self.tokenizer, "reusing_tokens", nullcontext)
-        with gc_paused(), reusing_tokens():  # millions of small acyclic objects: gc costs ~40%
+        # millions of small acyclic objects: the cyclic collector would only scan them
+        with gc_paused(), reusing_tokens():
             return self._build()
 
     def _build(self) -> dict[str, Any]:

@@ -1,21 +1,10 @@
-"""Byte-level BPE (or a pretrained Hugging Face tokenizer) and the causal-LM example layout.
+"""Byte-level BPE (or a pretrained Hugging Face tokenizer) for the causal-LM models.
 
-One example is one sequence:
-
-    <persona> persona text  <user> turn <eot>  <bot> turn <eot> ... <user> turn <eot>  <bot> reply <eot>
-    └─────── persona ──────┘└───────────────── history (left-truncated) ─────────────┘└──── reply ────┘
-
-- The speakers alternate backwards from the reply: the turn just before the reply is `<user>`,
-  the one before that `<bot>`, and so on, so the labels do not depend on the history length.
-- `token_type_ids` of every token is the marker of its segment (`<persona>`, `<user>` or `<bot>`;
-  `<pad>` for padding): GPT-2 adds the embedding of that marker to the token's, as in
-  TransferTransfo. The reply, its `<eot>` and the tokens generated after `<bot>` are `<bot>`.
-- The reply is kept whole (or filtered / cut by `length_policy`), the persona gets up to
-  `max_persona_tokens`, and the history fills what is left of the token budget, dropping its
-  oldest tokens first (a cut turn keeps its speaker marker).
-- Labels are -100 everywhere except the reply tokens and its `<eot>`: loss on the reply only.
-- `<eot>` ends every turn and is the model's `eos_token_id` (generation stops there);
-  `<pad>` is a separate token (pad != eos), and `<|endoftext|>` is the bos token.
+`HFTokenizer` wraps a Hugging Face `tokenizers.Tokenizer`: it trains or loads it, adds the special
+tokens of the layout, turns text into ids and back, and saves itself into checkpoints. How ids
+become one training sequence (persona, history and reply, token types, labels, packing) is the
+causal-LM layout, in `causal_layout`. Configs name the class by this module's path
+(`dialoglab.data.hf_tokenization.HFTokenizer`).
 """
 
 from __future__ import annotations
@@ -26,38 +15,19 @@ from typing import Any
 
 import torch
 
+from dialoglab.data import causal_layout
+from dialoglab.data.causal_layout import IGNORE_INDEX, LayoutIds, first_fit_decreasing
 from dialoglab.data.dialogue import Example
 from dialoglab.data.encoded import EncodedPairs
-from dialoglab.data.tokenization import WordTokenizer
+from dialoglab.data.word_splitting import count_words
 from dialoglab.errors import CheckpointError, ConfigError
 from dialoglab.hf_hub import load_pretrained
 
-IGNORE_INDEX = -100
-_WORDS = WordTokenizer()  # the word count behind ppl_word is the same for every model family
-
-
-def count_words(text: str) -> int:
-    return _WORDS.count_words(text)
-
-
-def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Group item indices into bins whose summed lengths stay within `capacity` (items never split)."""
-    bins: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
-        for b, free in enumerate(room):
-            if lengths[i] <= free:
-                bins[b].append(i)
-                room[b] -= lengths[i]
-                break
-        else:
-            bins.append([i])
-            room.append(capacity - lengths[i])
-    return [sorted(b) for b in bins]
+__all__ = ["IGNORE_INDEX", "HFTokenizer", "count_words", "first_fit_decreasing"]
 
 
 class HFTokenizer:
-    """Hugging Face `tokenizers` BPE + the causal-LM layout (see the module docstring).
+    """Hugging Face `tokenizers` BPE + the causal-LM layout (see `causal_layout`).
 
     `pretrained` (a hub name or a local directory) loads that model's tokenizer; otherwise a
     byte-level BPE of `vocab_size` is trained on the training split only. Either way the special
@@ -168,6 +138,9 @@ class HFTokenizer:
         self.bos_id, self.pad_id, self.eos_id, self.persona_id, self.user_id, self.bot_id = ids
         self.special_ids = frozenset(ids)
         self.markers = frozenset((self.persona_id, self.user_id, self.bot_id))
+        self.layout = LayoutIds(
+            self.pad_id, self.eos_id, self.persona_id, self.user_id, self.bot_id
+        )
 
     def __len__(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True) if self.backend else 0
@@ -219,44 +192,20 @@ class HFTokenizer:
 
         `encoded` maps texts to their ids when they were encoded in bulk (`encode_many`).
         """
-        if budget < 1:
-            raise ValueError(f"prompt budget must be >= 1, got {budget}")
 
         def ids_of(text: str) -> list[int]:
             return encoded[text] if encoded is not None and text in encoded else self.encode(text)
 
-        persona_part: list[int] = []
         text = self.persona_text(persona)
-        room = min(self.max_persona_tokens, budget - 1)
-        if text and room >= 2:
-            persona_part = [self.persona_id, *ids_of(text)[: room - 1]]
-        history: list[int] = []
-        owner: list[int] = []  # speaker marker of each history token
-        n = len(context)
-        for k, turn in enumerate(context):
-            speaker = self.user_id if (n - 1 - k) % 2 == 0 else self.bot_id
-            segment = [speaker, *ids_of(turn), self.eos_id]
-            history.extend(segment)
-            owner.extend([speaker] * len(segment))
-        room = budget - 1 - len(persona_part)
-        if len(history) > room:
-            cut = len(history) - max(room, 0)
-            history, owner = history[cut:], owner[cut:]
-            if history and history[0] == self.eos_id:  # only the end of a turn was left
-                history, owner = history[1:], owner[1:]
-            if history and history[0] not in self.markers:
-                history[0] = owner[0]  # a cut turn keeps its speaker marker
-        return [*persona_part, *history, self.bot_id]
+        persona_ids = ids_of(text) if text else None
+        turns = [ids_of(turn) for turn in context]
+        return causal_layout.prompt_ids(
+            persona_ids, turns, budget, self.max_persona_tokens, self.layout
+        )
 
     def token_types(self, ids: Sequence[int]) -> list[int]:
         """Each token's segment marker (the last marker at or before it); padding is `<pad>`."""
-        types = []
-        current = self.bot_id
-        for i in ids:
-            if i in self.markers:
-                current = i
-            types.append(self.pad_id if i == self.pad_id else current)
-        return types
+        return causal_layout.token_types(ids, self.layout)
 
     def encode_examples(
         self, examples: Sequence[Example], max_length: int, length_policy: str
@@ -293,69 +242,22 @@ class HFTokenizer:
 
     def left_pad(self, prompts: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         """Prompts left-padded for batched generation: ids, attention mask and token types."""
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        types = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            if prompt:
-                ids[row, width - len(prompt) :] = torch.tensor(prompt)
-                mask[row, width - len(prompt) :] = 1
-                types[row, width - len(prompt) :] = torch.tensor(self.token_types(prompt))
-        return {"prompt_ids": ids, "prompt_mask": mask, "prompt_types": types}
+        return causal_layout.left_pad(prompts, self.layout)
 
     def collate(self, split: EncodedPairs, indices: list[int]) -> dict[str, torch.Tensor]:
         """A batch for `CausalLMModule`.
 
         Row tensors (one row per example, or per pack of examples when `pack_to` is set):
         input_ids, token_type_ids, labels (-100 outside replies), and attention_mask (right
-        padding) or, when packing, position_ids restarting at 0 for each example (padding
-        tokens: position 0, label -100). Example
+        padding) or, when packing, position_ids (see `causal_layout.training_rows`). Example
         tensors: prompt_ids / prompt_mask / prompt_types (left-padded, for generation),
         reply_ids (reply + `<eot>`, right-padded), n_words, index.
         """
         prompts = [split.source(i).tolist() for i in indices]
         replies = [split.target(i).tolist() for i in indices]
-        lengths = [len(p) + len(r) for p, r in zip(prompts, replies, strict=True)]
-        if self.pack_to:
-            rows = first_fit_decreasing(lengths, max(self.pack_to, *lengths))
-        else:
-            rows = [[k] for k in range(len(indices))]
-        width = max(sum(lengths[k] for k in row) for row in rows)
-        shape = (len(rows), width)
-        input_ids = torch.full(shape, self.pad_id, dtype=torch.long)
-        types = torch.full(shape, self.pad_id, dtype=torch.long)
-        labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros(shape, dtype=torch.long)
-        position_ids = torch.zeros(shape, dtype=torch.long)
-        for r, row in enumerate(rows):
-            start = 0
-            for k in row:
-                seq = prompts[k] + replies[k]
-                end = start + len(seq)
-                input_ids[r, start:end] = torch.tensor(seq)
-                types[r, start:end] = torch.tensor(self.token_types(seq))
-                labels[r, start + len(prompts[k]) : end] = torch.tensor(replies[k])
-                attention_mask[r, start:end] = 1
-                position_ids[r, start:end] = torch.arange(len(seq))
-                start = end
-            if self.pack_to:
-                # Padding of a packed row: position 0 makes each pad its own one-token segment,
-                # and `<eot>` instead of `<pad>` spares transformers' "pass an attention_mask"
-                # warning (packed rows have none: positions tell the examples apart).
-                input_ids[r, start:] = self.eos_id
-        reply_ids = torch.full(
-            (len(indices), max(map(len, replies))), self.pad_id, dtype=torch.long
-        )
-        for k, reply in enumerate(replies):
-            reply_ids[k, : len(reply)] = torch.tensor(reply)
-        batch = {"input_ids": input_ids, "token_type_ids": types, "labels": labels}
-        if self.pack_to:
-            batch["position_ids"] = position_ids
-        else:
-            batch["attention_mask"] = attention_mask
+        batch = causal_layout.training_rows(prompts, replies, self.pack_to, self.layout)
         batch.update(self.left_pad(prompts))
-        batch["reply_ids"] = reply_ids
+        batch["reply_ids"] = causal_layout.right_pad(replies, self.pad_id)
         batch["n_words"] = split.n_words[indices].long()
         batch["index"] = torch.tensor(indices, dtype=torch.long)
         return batch

@@ -90,7 +90,7 @@ class CornellReader:
         stats = ReadStats()
         read = self._read_cornell if layout == "cornell" else self._read_convokit
         gc_was_enabled = gc.isenabled()
-        gc.disable()  # ~1M small acyclic objects: collections would double the read time
+        gc.disable()  # about a million small acyclic objects: nothing for the collector
         try:
             dialogues = read(stats)
         finally:
@@ -125,15 +125,17 @@ class CornellReader:
         return rows
 
     def _read_cornell(self, stats: ReadStats) -> list[Dialogue]:
-        lines_file = self.path / LINES_FILE
-        conv_file = self.path / CONVERSATIONS_FILE
-        line_rows = self._rows(lines_file)
-        conv_rows = self._rows(conv_file)
-        strict = self.strict
+        line_rows = self._rows(self.path / LINES_FILE)  # both files checked before parsing
+        conv_rows = self._rows(self.path / CONVERSATIONS_FILE)
+        lines, empty = self._read_lines(stats, line_rows)
+        return self._read_conversations(stats, conv_rows, lines, empty)
 
-        lines: dict[str, Turn] = {}  # line id -> turn, for lines with text
-        empty: set[str] = set()  # line ids whose text is empty
-        for lineno, row in enumerate(line_rows, 1):
+    def _read_lines(self, stats: ReadStats, rows: list[str]) -> tuple[dict[str, Turn], set[str]]:
+        """`movie_lines.txt`: line id -> turn for lines with text, and the ids of empty lines."""
+        lines_file = self.path / LINES_FILE
+        lines: dict[str, Turn] = {}
+        empty: set[str] = set()
+        for lineno, row in enumerate(rows, 1):
             parts = row.split(SEP, 4)
             if len(parts) != 5:
                 if not row.strip():
@@ -142,12 +144,12 @@ class CornellReader:
                     parts = (row + " ").split(SEP, 4)
                 else:
                     reason = "malformed line row (expected 5 fields)"
-                    problem(stats, strict, reason, lines_file, lineno)
+                    problem(stats, self.strict, reason, lines_file, lineno)
                     continue
             line_id, character, _, _, text = parts
             line_id = line_id.strip()
             if line_id in lines or line_id in empty:
-                problem(stats, strict, f"duplicate line id {line_id!r}", lines_file, lineno)
+                problem(stats, self.strict, f"duplicate line id {line_id!r}", lines_file, lineno)
                 continue
             text = text.strip()
             if text:
@@ -156,11 +158,18 @@ class CornellReader:
                 empty.add(line_id)
         if not lines:
             raise DataError(FORMAT_HINT + "; no row could be read", str(lines_file))
+        return lines, empty
 
+    def _read_conversations(
+        self, stats: ReadStats, rows: list[str], lines: dict[str, Turn], empty: set[str]
+    ) -> list[Dialogue]:
+        """`movie_conversations.txt`: one dialogue per row whose line ids all have text."""
+        conv_file = self.path / CONVERSATIONS_FILE
+        strict = self.strict
         dialogues: list[Dialogue] = []
         seen_ids: set[str] = set()
         parsed_rows = 0
-        for lineno, row in enumerate(conv_rows, 1):
+        for lineno, row in enumerate(rows, 1):
             parts = row.split(SEP, 3)
             if len(parts) != 4:
                 if row.strip():
@@ -302,6 +311,32 @@ def download_cornell(dest: str | Path, url: str = CORNELL_URL, timeout: float = 
     Atomic: the zip goes to a temporary file beside `dest` and files are extracted into a
     temporary folder, then moved; nothing half-written is left behind on failure.
     """
+    dest = Path(dest)
+    parent = dest.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    hint = (
+        f"download cornell_movie_dialogs_corpus.zip yourself and put {LINES_FILE} and "
+        f"{CONVERSATIONS_FILE} in {dest.resolve()}, or set data.path=<folder that has them>"
+    )
+    fd, tmp_name = tempfile.mkstemp(prefix=".cornell-", suffix=".zip.part", dir=parent)
+    tmp_zip = Path(tmp_name)
+    tmp_dir: Path | None = None
+    try:
+        _fetch(url, fd, timeout, hint)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=".cornell-", dir=parent))
+        _extract_dialogue_files(tmp_zip, tmp_dir, url, hint)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (LINES_FILE, CONVERSATIONS_FILE):
+            os.replace(tmp_dir / name, dest / name)
+    finally:
+        tmp_zip.unlink(missing_ok=True)
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    return dest
+
+
+def _fetch(url: str, fd: int, timeout: float, hint: str) -> None:
+    """Stream `url` into the open file descriptor `fd` (closed afterwards), with a progress bar."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -310,67 +345,47 @@ def download_cornell(dest: str | Path, url: str = CORNELL_URL, timeout: float = 
         TransferSpeedColumn,
     )
 
-    dest = Path(dest)
-    parent = dest.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    offline_hint = (
-        f"download cornell_movie_dialogs_corpus.zip yourself and put {LINES_FILE} and "
-        f"{CONVERSATIONS_FILE} in {dest.resolve()}, or set data.path=<folder that has them>"
-    )
-    fd, tmp_name = tempfile.mkstemp(prefix=".cornell-", suffix=".zip.part", dir=parent)
-    tmp_zip = Path(tmp_name)
-    tmp_dir: Path | None = None
     try:
-        try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                requests.get(url, stream=True, timeout=timeout) as resp,
-            ):
-                resp.raise_for_status()
-                total = int(resp.headers.get("content-length") or 0) or None
-                columns = (
-                    TextColumn("downloading Cornell corpus"),
-                    BarColumn(),
-                    DownloadColumn(),
-                    TransferSpeedColumn(),
-                )
-                with Progress(*columns, transient=True) as progress:
-                    task = progress.add_task("download", total=total)
-                    for chunk in resp.iter_content(chunk_size=1 << 16):
-                        out.write(chunk)
-                        progress.update(task, advance=len(chunk))
-        except requests.exceptions.RequestException as err:
-            raise DataError(
-                f"could not download the Cornell corpus from {url} ({err}). "
-                f"You seem to be offline: {offline_hint}."
-            ) from err
-        try:
-            with zipfile.ZipFile(tmp_zip) as zf:
-                bad = zf.testzip()
-                if bad is not None:
-                    raise DataError(f"downloaded zip is corrupt at {bad!r}; {offline_hint}", url)
-                names = set(zf.namelist())
-                members = {}
-                for name in (LINES_FILE, CONVERSATIONS_FILE):
-                    member = next((m for m in (f"{ZIP_FOLDER}/{name}", name) if m in names), None)
-                    if member is None:
-                        raise DataError(
-                            f"downloaded zip has no {ZIP_FOLDER}/{name}; {offline_hint}", url
-                        )
-                    members[name] = member
-                tmp_dir = Path(tempfile.mkdtemp(prefix=".cornell-", dir=parent))
-                for name, member in members.items():
-                    with zf.open(member) as src, open(tmp_dir / name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-        except zipfile.BadZipFile as err:
-            raise DataError(
-                f"downloaded file is not a valid zip ({err}); {offline_hint}", url
-            ) from err
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in members:
-            os.replace(tmp_dir / name, dest / name)
-    finally:
-        tmp_zip.unlink(missing_ok=True)
-        if tmp_dir is not None:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    return dest
+        with (
+            os.fdopen(fd, "wb") as out,
+            requests.get(url, stream=True, timeout=timeout) as resp,
+        ):
+            resp.raise_for_status()
+            total = int(resp.headers.get("content-length") or 0) or None
+            columns = (
+                TextColumn("downloading Cornell corpus"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+            )
+            with Progress(*columns, transient=True) as progress:
+                task = progress.add_task("download", total=total)
+                for chunk in resp.iter_content(chunk_size=1 << 16):
+                    out.write(chunk)
+                    progress.update(task, advance=len(chunk))
+    except requests.exceptions.RequestException as err:
+        raise DataError(
+            f"could not download the Cornell corpus from {url} ({err}). "
+            f"You seem to be offline: {hint}."
+        ) from err
+
+
+def _extract_dialogue_files(zip_path: Path, into: Path, url: str, hint: str) -> None:
+    """Check the downloaded zip and copy its lines and conversations files into `into`."""
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise DataError(f"downloaded zip is corrupt at {bad!r}; {hint}", url)
+            names = set(zf.namelist())
+            members = {}
+            for name in (LINES_FILE, CONVERSATIONS_FILE):
+                member = next((m for m in (f"{ZIP_FOLDER}/{name}", name) if m in names), None)
+                if member is None:
+                    raise DataError(f"downloaded zip has no {ZIP_FOLDER}/{name}; {hint}", url)
+                members[name] = member
+            for name, member in members.items():
+                with zf.open(member) as src, open(into / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    except zipfile.BadZipFile as err:
+        raise DataError(f"downloaded file is not a valid zip ({err}); {hint}", url) from err
