@@ -1,4 +1,4 @@
-"""experiment/cpu_heap.py: with glibc, freed large buffers are reused instead of page-faulted."""
+"""accel/heap.py: with glibc, freed large buffers are reused instead of page-faulted."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import json
 import subprocess
 import sys
 
-import pytest
+from omegaconf import OmegaConf
 
-from dialoglab.experiment import cpu_heap
-
-pytestmark = pytest.mark.skipif(cpu_heap._mallopt() is None, reason="no glibc mallopt here")
+from dialoglab.experiment.runner import CONFIG_DIR
+from tests.helpers.run_if import run_if
 
 # A fresh process, as `python train.py` starts: page faults of allocating, filling and freeing a
 # 16 MiB tensor five times, after twelve warm-up allocations (the heap grows for the first few:
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.skipif(cpu_heap._mallopt() is None, reason="no glibc ma
 PROBE = """
 import json, resource, sys
 import torch
-from dialoglab.experiment.cpu_heap import keep_freed_memory
+from dialoglab.accel.heap import keep_freed_memory
 took = keep_freed_memory(enabled=sys.argv[1] == "keep")
 for _ in range(12):
     torch.ones(4 * 1024 * 1024)
@@ -38,6 +37,7 @@ def _probe(mode: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@run_if(glibc=True)
 def test_keep_freed_memory_stops_page_faults_on_reused_buffers():
     pages = 16 * 1024 * 1024 // 4096
     off, kept = _probe("off"), _probe("keep")
@@ -46,9 +46,12 @@ def test_keep_freed_memory_stops_page_faults_on_reused_buffers():
     assert kept["faults"] < pages // 4  # the same heap pages are reused
 
 
-def test_train_config_turns_it_on_by_default():
-    from omegaconf import OmegaConf
-
-    from dialoglab.experiment.runner import CONFIG_DIR
-
-    assert OmegaConf.load(f"{CONFIG_DIR}/train.yaml").keep_freed_memory is True
+def test_accel_configs_turn_it_on_by_default_and_off_with_none():
+    """`accel.keep_freed_memory`: on in conf/accel/auto.yaml (train's and eval's default group),
+    off in accel=none."""
+    assert OmegaConf.load(f"{CONFIG_DIR}/accel/auto.yaml").keep_freed_memory is True
+    assert OmegaConf.load(f"{CONFIG_DIR}/accel/none.yaml").keep_freed_memory is False
+    for root in ("train", "eval"):
+        defaults = OmegaConf.to_container(OmegaConf.load(f"{CONFIG_DIR}/{root}.yaml").defaults)
+        assert {"accel": "auto"} in defaults, root
+    assert "keep_freed_memory" not in OmegaConf.load(f"{CONFIG_DIR}/train.yaml")

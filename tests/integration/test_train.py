@@ -51,7 +51,7 @@ def test_checkpoint_eval_round_trip(make_cfg, tmp_path: Path) -> None:
 
     # The checkpoint is plain data: it loads with weights_only=True and carries config + vocabulary.
     payload = torch.load(best, map_location="cpu", weights_only=True)["dialoglab"]
-    assert payload["config"]["model"]["hidden_size"] == 16
+    assert payload["config"]["model"]["net"]["hidden_size"] == 16
     assert payload["tokenizer"]["itos"][:4] == ["<pad>", "<sos>", "<eos>", "<unk>"]
 
     # No training overrides repeated: only the checkpoint (and the same test-batch limit).

@@ -1,5 +1,6 @@
-"""CausalLMModule and GPT-2 construction: special ids, loss masking, packing, generation,
-warm-up/decay scheduling, switches, and the offline fast-fail for hub names."""
+"""CausalLMModule and GPT-2 construction: special ids, loss masking, packing, generation
+(Hugging Face generate() without the special markers), warm-up/decay scheduling, switches, and
+the offline fast-fail for hub names."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from dialoglab.bench.gpt2_step import full_logits_nll
 from dialoglab.data.hf_tokenization import HFTokenizer
 from dialoglab.errors import ConfigError
 from dialoglab.models.causal_lm import CausalLMModule
@@ -23,6 +25,7 @@ from dialoglab.models.components.gpt2 import (
     is_activation_checkpointing,
 )
 from dialoglab.models.schedules import warmup_decay
+from tests.helpers.workloads import full_logits_nll
 from tests.unit.test_gpt2_tokenization import EXAMPLES, TEXTS
 
 
@@ -113,6 +116,74 @@ def test_reply_only_output_layer_equals_full_logits(
     torch.testing.assert_close(ours, full, rtol=1e-5, atol=1e-5)
     for a, b in zip(ours_grads, full_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_nll_is_cross_entropy_of_the_full_logits_on_labelled_positions(
+    tok: HFTokenizer, label_smoothing: float
+) -> None:
+    """`nll` equals plain F.cross_entropy over `forward`'s logits at every position whose next
+    token carries a label (position t predicts token t + 1; prompts and padding are -100)."""
+    module = make_module(tok).eval()
+    split = tok.encode_examples(EXAMPLES, max_length=48, length_policy="truncate")
+    batch = tok.collate(split, list(range(5)))
+    with torch.no_grad():
+        logits = module(batch)  # (rows, T, V): the output layer at every position
+        labels = batch["labels"][:, 1:]
+        scored = labels != -100
+        expected = F.cross_entropy(
+            logits[:, :-1][scored].float(),
+            labels[scored],
+            reduction="sum",
+            label_smoothing=label_smoothing,
+        )
+        loss = module.nll(batch, label_smoothing)
+    assert int(scored.sum()) == int(module.count_tokens(batch)) > 0
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_hugging_face_gpt2(tok: HFTokenizer) -> None:
+    """The module holds an unmodified GPT-2: PyTorch's dropout modules, Hugging Face's own
+    attention, and none of the retired speed switches."""
+    module = make_module(tok, dropout=0.1)
+    assert any(type(m) is nn.Dropout for m in module.net.modules())
+    assert module.net.config._attn_implementation in ("sdpa", "eager")
+    for retired in ("fast_dropout", "search"):
+        assert not hasattr(module, retired)
+        with pytest.raises(TypeError, match=retired):
+            make_module(tok, **{retired: True})
+
+
+def test_generate_never_emits_the_special_markers(tok: HFTokenizer, monkeypatch) -> None:
+    """Replies come from Hugging Face generate() with `suppress_tokens` set to every special
+    marker but `<eot>`: even a model that prefers them never puts one in a reply."""
+    module = make_module(tok, max_reply_length=6).eval()
+    banned = module.never_generated()
+    assert banned == sorted(
+        {tok.pad_id, tok.bos_id, tok.persona_id, tok.user_id, tok.bot_id} - {tok.eos_id}
+    )
+    assert tok.eos_id not in banned
+    # An output layer with a bias that makes every marker the argmax at every step.
+    head = module.net.lm_head
+    biased = nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[banned] = 100.0
+    module.net.lm_head = biased
+    batch = module.encode_prompts([[TEXTS[0]], [TEXTS[1], TEXTS[2]]], None)
+    args = batch["prompt_ids"], batch["prompt_mask"], batch["prompt_types"]
+    calls = []
+    real = module.net.generate
+    monkeypatch.setattr(module.net, "generate", lambda **kw: calls.append(kw) or real(**kw))
+    for strategy in ("greedy", "beam"):
+        ids = module.generate_ids(*args, {"strategy": strategy, "num_beams": 3, "max_length": 6})
+        assert ids.shape[1] >= 1 and not set(ids.flatten().tolist()) & set(banned), strategy
+    assert all(kw["suppress_tokens"] == banned for kw in calls) and len(calls) == 2
+    module.generation_kwargs = {"suppress_tokens": []}  # generate()'s own keywords win
+    ids = module.generate_ids(*args, {"strategy": "greedy", "max_length": 6})
+    assert set(ids.flatten().tolist()) & set(banned)
 
 
 def test_batched_left_padded_generation_matches_single(tok: HFTokenizer) -> None:

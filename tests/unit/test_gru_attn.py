@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import pytest
@@ -14,8 +15,10 @@ from dialoglab.models.components.gru_attn import (
     GRUAttnSeq2Seq,
     LuongAttention,
     bridge_state,
-    count_flops_per_step,
 )
+from dialoglab.models.dialogue_module import summed_nll
+from dialoglab.models.seq2seq import scheduled_sampling_logits
+from tests.helpers.oracles import greedy_decode
 
 PAD, SOS, EOS = 0, 1, 2
 VOCAB = 23
@@ -118,7 +121,9 @@ def test_stepwise_with_full_teacher_forcing_equals_forward(rnn_type: str, attent
     model = make_model(rnn_type=rnn_type, attention=attention)
     src, lengths, decoder_input = make_batch([5, 2, 4], tgt_len=7)
     expected = model(src, lengths, decoder_input)
-    actual = model.forward_stepwise(src, lengths, decoder_input, teacher_forcing_ratio=1.0)
+    actual = scheduled_sampling_logits(
+        model, src, lengths, decoder_input, teacher_forcing_ratio=1.0
+    )
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
 
 
@@ -126,7 +131,7 @@ def test_stepwise_without_teacher_forcing_feeds_own_predictions() -> None:
     model = make_model()
     src, lengths, decoder_input = make_batch([5, 2, 4], tgt_len=7)
     gold_fed = model(src, lengths, decoder_input)
-    free = model.forward_stepwise(src, lengths, decoder_input, teacher_forcing_ratio=0.0)
+    free = scheduled_sampling_logits(model, src, lengths, decoder_input, teacher_forcing_ratio=0.0)
     assert free.shape == gold_fed.shape
     torch.testing.assert_close(free[:, 0], gold_fed[:, 0])  # step 0 reads sos in both
     assert not torch.allclose(free, gold_fed)
@@ -141,7 +146,9 @@ def test_stepwise_mixed_ratio_is_reproducible_with_generator() -> None:
 
     def run() -> torch.Tensor:
         generator = torch.Generator().manual_seed(3)
-        return model.forward_stepwise(src, lengths, decoder_input, 0.5, generator=generator)
+        return scheduled_sampling_logits(
+            model, src, lengths, decoder_input, 0.5, generator=generator
+        )
 
     torch.testing.assert_close(run(), run(), rtol=0, atol=0)
 
@@ -151,7 +158,7 @@ def test_greedy_decode_stops_at_forced_eos() -> None:
     with torch.no_grad():
         model.decoder.W_o.bias[EOS] = 100.0
     src, lengths, _ = make_batch([5, 2, 4])
-    tokens, attention = model.greedy_decode(src, lengths, max_len=20)
+    tokens, attention = greedy_decode(model, src, lengths, max_len=20)
     assert tokens.tolist() == [[EOS]] * 3
     assert attention.shape == (3, 1, 5)
     assert (attention[1, :, 2:] == 0).all()
@@ -162,7 +169,7 @@ def test_greedy_decode_runs_to_max_len_without_eos() -> None:
     with torch.no_grad():
         model.decoder.W_o.bias[5] = 100.0
     src, lengths, _ = make_batch([5, 2, 4])
-    tokens, attention = model.greedy_decode(src, lengths, max_len=11)
+    tokens, attention = greedy_decode(model, src, lengths, max_len=11)
     assert tokens.shape == (3, 11) and (tokens == 5).all()
     torch.testing.assert_close(attention.sum(-1), torch.ones(3, 11))
 
@@ -174,7 +181,7 @@ def test_greedy_decode_pads_after_eos_per_sequence() -> None:
         model.decoder.W_o.bias[EOS] = -100.0  # the free run below never emits eos=2
     src = torch.randint(3, 12, (6, 6), generator=torch.Generator().manual_seed(4))
     lengths = torch.tensor([6, 4, 3, 5, 2, 1])
-    free_run, _ = model.greedy_decode(src, lengths, max_len=20)
+    free_run, _ = greedy_decode(model, src, lengths, max_len=20)
     assert free_run.shape == (6, 20) and not (free_run == EOS).any()
 
     # Reuse the weights with the eos id that makes rows end at the most different steps.
@@ -186,7 +193,7 @@ def test_greedy_decode_pads_after_eos_per_sequence() -> None:
     assert len(set(ends)) >= 4 and -1 not in ends and max(ends) >= 8, ends
     model_eos = GRUAttnSeq2Seq(dataclasses.replace(model.config, eos_id=new_eos)).eval()
     model_eos.load_state_dict(model.state_dict())
-    tokens, attention = model_eos.greedy_decode(src, lengths, max_len=20)
+    tokens, attention = greedy_decode(model_eos, src, lengths, max_len=20)
 
     assert tokens.shape == (6, max(ends) + 1)  # trimmed to the longest output
     for i, end in enumerate(ends):
@@ -195,7 +202,7 @@ def test_greedy_decode_pads_after_eos_per_sequence() -> None:
         assert (tokens[i, end + 1 :] == PAD).all()
         assert (attention[i, end + 1 :] == 0).all()
         # the same row decoded alone stops at its own eos
-        alone, _ = model_eos.greedy_decode(src[i : i + 1], lengths[i : i + 1], max_len=20)
+        alone, _ = greedy_decode(model_eos, src[i : i + 1], lengths[i : i + 1], max_len=20)
         assert alone[0].tolist() == tokens[i, : end + 1].tolist()
 
 
@@ -232,30 +239,153 @@ def test_bridge_state_top_layers_and_zero_fill() -> None:
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        ({"attention": "bahdanau"}, "model.attention"),
-        ({"rnn_type": "rnn"}, "model.rnn_type"),
-        ({"hidden_size": 0}, "model.hidden_size"),
-        ({"decoder_n_layers": 0}, "model.decoder_n_layers"),
-        ({"dropout": 1.0}, "model.dropout"),
-        ({"eos_id": VOCAB}, "model.eos_id"),
-        ({"eos_id": PAD}, "model.eos_id"),
+        ({"attention": "bahdanau"}, "model.net.attention"),
+        ({"rnn_type": "rnn"}, "model.net.rnn_type"),
+        ({"hidden_size": 0}, "model.net.hidden_size"),
+        ({"decoder_n_layers": 0}, "model.net.decoder_n_layers"),
+        ({"dropout": 1.0}, "model.net.dropout"),
+        ({"eos_id": VOCAB}, "model.net.eos_id"),
+        ({"eos_id": PAD}, "model.net.eos_id"),
     ],
 )
 def test_invalid_config_names_the_key(overrides: dict[str, object], key: str) -> None:
     with pytest.raises(ValueError, match=key) as error:
         GRUAttnConfig(vocab_size=VOCAB, **overrides)  # type: ignore[arg-type]
     assert isinstance(error.value, ConfigError)
-    if key == "model.attention":
+    if key == "model.net.attention":
         assert "dot, general, concat" in str(error.value)
 
 
 def test_config_dict_round_trip() -> None:
     config = GRUAttnConfig(vocab_size=50, attention="concat", rnn_type="lstm", dropout=0.2)
-    values = config.to_dict()
+    values = dataclasses.asdict(config)
     assert json.loads(json.dumps(values)) == values
     assert GRUAttnConfig.from_dict(values) == config
-    with pytest.raises(ValueError, match=r"model\.hiden_size"):
+    with pytest.raises(ValueError, match=r"unknown model setting\(s\) model\.net\.hiden_size"):
         GRUAttnConfig.from_dict({**values, "hiden_size": 3})
+    with pytest.raises(ConfigError, match=r"model\.net\.vocab_size is required"):
+        GRUAttnConfig.from_dict({"hidden_size": 3})
+
+
+def test_built_from_keywords_as_hydra_does() -> None:
+    """`model.net` is a partial of the class: its settings arrive as keywords, completed by the
+    module with the vocabulary size and special ids; a typo is an error, not ignored."""
+    net = GRUAttnSeq2Seq(vocab_size=VOCAB, hidden_size=8, encoder_n_layers=1, decoder_n_layers=1)
+    assert net.config == GRUAttnConfig(
+        vocab_size=VOCAB, hidden_size=8, encoder_n_layers=1, decoder_n_layers=1
+    )
+    with pytest.raises(ConfigError, match=r"model\.net\.hiden_size"):
+        GRUAttnSeq2Seq(vocab_size=VOCAB, hiden_size=8)
+
+
+def test_plain_pytorch_modules() -> None:
+    """The reference network holds only PyTorch's own layers (speed paths live in accel)."""
+    model = make_model(dropout=0.1)
+    assert type(model.decoder.W_o) is torch.nn.Linear
+    assert type(model.encoder.dropout) is type(model.decoder.dropout) is torch.nn.Dropout
+    assert type(model.encoder.rnn) is type(model.decoder.rnn) is torch.nn.GRU
+    for removed in ("greedy_decode", "forward_stepwise", "fused_rnn", "keep"):
+        assert not hasattr(model, removed), removed
+
+
+def make_targets(lengths: list[int], T: int, seed: int = 2) -> torch.Tensor:
+    """(B, T) reply ids ending in EOS after `lengths[b] - 1` words, PAD after."""
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.randint(3, VOCAB, (len(lengths), T), generator=generator)
+    for row, n in enumerate(lengths):
+        target[row, n - 1] = EOS
+        target[row, n:] = PAD
+    return target
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_nll_equals_cross_entropy_of_the_logits_on_real_tokens(
+    rnn_type: str, label_smoothing: float
+) -> None:
+    """`nll` runs the output layer on the N real target tokens only: its loss and every gradient
+    are those of F.cross_entropy over `forward`'s logits with padding ignored."""
+    src, lengths, _ = make_batch([5, 2, 4], tgt_len=6)
+    target = make_targets([6, 2, 4], 6)
+    decoder_input = torch.cat([torch.full((3, 1), SOS), target[:, :-1]], dim=1)
+    results = []
+    for full in (False, True):
+        model = make_model(rnn_type=rnn_type, attention="general")
+        if full:
+            logits = model(src, lengths, decoder_input)  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1),
+                target.flatten(),
+                ignore_index=PAD,
+                reduction="sum",
+                label_smoothing=label_smoothing,
+            )
+        else:
+            loss = model.nll(src, lengths, decoder_input, target, label_smoothing)
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in model.parameters()]))
+    (loss, grads), (expected, expected_grads) = results
+    assert loss.dim() == 0 and loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_decoder_nll_is_summed_cross_entropy_of_w_o_in_fp32() -> None:
+    """`Decoder.nll` is `summed_nll` of W_o's logits; under bf16 autocast it still sums in fp32."""
+    model = make_model()
+    features, targets = torch.randn(9, 16), torch.randint(0, VOCAB, (9,))
+    expected = summed_nll(model.decoder.W_o(features), targets, 0.2)
+    want = torch.nn.functional.cross_entropy(
+        model.decoder.W_o(features), targets, reduction="sum", label_smoothing=0.2
+    )
+    torch.testing.assert_close(expected, want)
+    torch.testing.assert_close(model.decoder.nll(features, targets, 0.2), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.decoder.nll(features, targets)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(
+        loss, summed_nll(model.decoder.W_o(features), targets), rtol=0.02, atol=0.1
+    )
+
+
+def test_module_builds_its_net_from_a_partial() -> None:
+    from dialoglab.data.tokenization import WordTokenizer
+    from dialoglab.models.seq2seq import Seq2SeqModule
+
+    tok = WordTokenizer(min_count=1).fit(["hello there", "how are you?"])
+    net = functools.partial(GRUAttnSeq2Seq, hidden_size=8, encoder_n_layers=1, decoder_n_layers=1)
+    module = Seq2SeqModule(tok, net, functools.partial(torch.optim.Adam, lr=1e-3))
+    config = module.net.config
+    assert (config.vocab_size, config.pad_id, config.sos_id, config.eos_id) == (
+        len(tok),
+        tok.pad_id,
+        tok.sos_id,
+        tok.eos_id,
+    )
+    assert config.hidden_size == 8 and module.config is config
+
+
+def test_module_trains_with_scheduled_sampling() -> None:
+    """teacher_forcing_ratio < 1: the module's training logits come step by step
+    (`scheduled_sampling_logits`); at ratio 0 they feed back their own argmax."""
+    from dialoglab.data.tokenization import WordTokenizer
+    from dialoglab.models.seq2seq import Seq2SeqModule
+
+    tok = WordTokenizer(min_count=1).fit(["hello there", "how are you?"])
+    net = functools.partial(GRUAttnSeq2Seq, hidden_size=8, encoder_n_layers=1, decoder_n_layers=1)
+    optimizer = functools.partial(torch.optim.Adam, lr=1e-3)
+    torch.manual_seed(0)
+    module = Seq2SeqModule(tok, net, optimizer, teacher_forcing_ratio=0.0).train()
+    module.net.eval()  # no dropout, so the two passes can be compared
+    src, lengths = module.encode_contexts([["hello there"], ["how are you?"]])
+    decoder_input = torch.tensor([[tok.sos_id, 5, 6], [tok.sos_id, 7, 8]])
+    target = torch.tensor([[5, 6, tok.eos_id], [7, 8, tok.eos_id]])
+    batch = {"src": src, "src_lengths": lengths, "decoder_input": decoder_input, "target": target}
+    logits = module(batch)
+    expected = scheduled_sampling_logits(module.net, src, lengths, decoder_input, 0.0)
+    torch.testing.assert_close(logits, expected)
+    assert torch.isfinite(module.nll(batch))
 
 
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
@@ -290,21 +420,6 @@ def test_num_parameters_counts_shared_embedding_once() -> None:
     assert model.embedding.padding_idx == PAD
 
 
-def test_count_flops_per_step_by_hand() -> None:
-    config = GRUAttnConfig(vocab_size=10, hidden_size=4, encoder_n_layers=2, decoder_n_layers=1)
-    B, S, T, H, V = 2, 3, 5, 4, 10
-    gru = lambda inp: 2 * (3 * H * inp + 3 * H * H)  # noqa: E731
-    encoder = 2 * B * S * gru(H) + 2 * B * S * gru(2 * H)
-    decoder = B * T * gru(H)
-    expected = 3 * (
-        encoder + decoder + 2 * B * T * S * H * 2 + 2 * B * T * 2 * H * H + 2 * B * T * H * V
-    )
-    expected -= 2 * (2 * 2 * B * 2 * 3 * H * H)  # zero initial states: 2 layers x 2 directions
-    assert count_flops_per_step(config, B, S, T) == expected
-    lstm = dataclasses.replace(config, rnn_type="lstm")
-    assert count_flops_per_step(lstm, B, S, T) > expected
-
-
 def test_tiny_model_overfits_toy_batch() -> None:
     torch.manual_seed(0)
     model = GRUAttnSeq2Seq(
@@ -329,5 +444,5 @@ def test_tiny_model_overfits_toy_batch() -> None:
             break
     assert loss.item() < 0.1
     model.eval()
-    tokens, _ = model.greedy_decode(src, lengths, max_len=6)
+    tokens, _ = greedy_decode(model, src, lengths, max_len=6)
     assert tokens[0].tolist()[:4] == [5, 4, 3, EOS]

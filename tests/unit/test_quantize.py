@@ -9,12 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dialoglab import accel
 from dialoglab.chat.bot import Chatbot
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.errors import ConfigError
 from dialoglab.models import quantize as q
+from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
 from dialoglab.models.quantize import quantize_model, resolve_quantize, weights_of
 from dialoglab.models.seq2seq import Seq2SeqModule
+from tests.helpers.run_if import run_if
 
 PAIRS = [
     ("hello", "hi there, nice to see you."),
@@ -31,24 +34,16 @@ PAIRS = [
     ("are you happy?", "yes, very happy today."),
 ]
 
-needs_int8 = pytest.mark.skipif(
-    not q.int8_available(), reason="no quantized int8 kernels on this machine"
-)
-
 
 @pytest.fixture(scope="module")
 def trained() -> Seq2SeqModule:
     """gru_attn (hidden 32, 2+2 layers) trained for a few full-batch steps on PAIRS."""
     tok = WordTokenizer(min_count=1).fit([t for pair in PAIRS for t in pair])
     torch.manual_seed(0)
-    module = Seq2SeqModule(
-        tok,
-        functools.partial(torch.optim.Adam, lr=1e-2),
-        hidden_size=32,
-        encoder_n_layers=2,
-        decoder_n_layers=2,
-        dropout=0.0,
+    net = functools.partial(
+        GRUAttnSeq2Seq, hidden_size=32, encoder_n_layers=2, decoder_n_layers=2, dropout=0.0
     )
+    module = Seq2SeqModule(tok, net, functools.partial(torch.optim.Adam, lr=1e-2))
     src, lengths = module.encode_contexts([[p] for p, _ in PAIRS])
     targets = [[*tok.encode(r), tok.eos_id] for _, r in PAIRS]
     T = max(map(len, targets))
@@ -75,11 +70,17 @@ def logits_of(module: Seq2SeqModule) -> torch.Tensor:
         return module.net(*module._batch).float()
 
 
-@pytest.mark.parametrize(("mode", "tolerance"), [("int8", 0.08), ("bf16", 0.02)])
-def test_quantized_replies_match_fp32(trained: Seq2SeqModule, mode: str, tolerance: float) -> None:
-    if mode == "int8" and not q.int8_available():
-        pytest.skip("no quantized int8 kernels on this machine")
-    converted = quantize_model(copy.deepcopy(trained), mode)
+@pytest.mark.parametrize(
+    ("mode", "tolerance"),
+    [pytest.param("int8", 0.08, marks=run_if(int8=True)), ("bf16", 0.02)],
+)
+@pytest.mark.parametrize("speed_paths", [True, False], ids=["accel", "plain"])
+def test_quantized_replies_match_fp32(
+    trained: Seq2SeqModule, mode: str, tolerance: float, speed_paths: bool
+) -> None:
+    """As chat holds the model (`accel.for_inference`, speed paths on or off)."""
+    settings = None if speed_paths else accel.NONE
+    converted = accel.for_inference(copy.deepcopy(trained), mode, settings)
     assert weights_of(converted) == mode and weights_of(trained) == "none"
     reference, approx = logits_of(trained), logits_of(converted)
     # Close in scale: the largest error is a few percent of the logits' range.
@@ -97,18 +98,32 @@ def test_quantized_replies_match_fp32(trained: Seq2SeqModule, mode: str, toleran
     assert all(r.strip() for r in converted.reply(contexts, decoding="sample"))
 
 
-@needs_int8
+@run_if(int8=True)
 def test_int8_converts_linear_and_rnn_layers(trained: Seq2SeqModule) -> None:
-    from dialoglab.models.components.fused_gru import compiled_loops
-    from dialoglab.models.components.int8_gru import Int8DecoderStep, Int8GRU
+    """quantize_model holds torch.ao's int8 layers; accel.for_inference then runs its GRUs as
+    Int8GRU and, with the C++ extension, the decoder's one-token steps in C++."""
+    from dialoglab.accel.fused_gru import compiled_loops
+    from dialoglab.accel.gru_attn import Int8StepDecoder
+    from dialoglab.accel.int8_gru import Int8DecoderStep, Int8GRU
 
     qdynamic = torch.ao.nn.quantized.dynamic
     net = quantize_model(copy.deepcopy(trained), "int8").net
     assert isinstance(net.decoder.W_o, qdynamic.Linear)
-    # torch.ao's int8 GRU weights, run by Int8GRU; the decoder's one-token steps in C++
-    assert isinstance(net.encoder.rnn, Int8GRU) and isinstance(net.decoder.rnn, Int8GRU)
-    assert isinstance(net.decoder.step_kernel, Int8DecoderStep) == compiled_loops()
+    assert isinstance(net.encoder.rnn, qdynamic.GRU) and isinstance(net.decoder.rnn, qdynamic.GRU)
     assert not any(type(m) in (torch.nn.Linear, torch.nn.GRU) for m in net.modules())
+    assert not any(isinstance(m, Int8GRU) for m in net.modules())  # quantize_model alone
+
+    net = accel.for_inference(copy.deepcopy(trained), "int8").net
+    assert isinstance(net.decoder.W_o, qdynamic.Linear)
+    assert isinstance(net.encoder.rnn, Int8GRU) and isinstance(net.decoder.rnn, Int8GRU)
+    assert isinstance(net.decoder, Int8StepDecoder) == compiled_loops()
+    assert isinstance(net.decoder.int8_step, Int8DecoderStep) == compiled_loops()
+    assert not any(type(m) in (torch.nn.Linear, torch.nn.GRU) for m in net.modules())
+
+    net = accel.for_inference(copy.deepcopy(trained), "int8", accel.NONE).net  # accel=none
+    assert isinstance(net.encoder.rnn, qdynamic.GRU) and not isinstance(
+        net.decoder, Int8StepDecoder
+    )
 
 
 def test_bf16_holds_bf16_weights_and_attention_works(trained: Seq2SeqModule) -> None:
@@ -121,22 +136,14 @@ def test_bf16_holds_bf16_weights_and_attention_works(trained: Seq2SeqModule) -> 
 
 
 @pytest.mark.parametrize("mode", ["none", None, "NONE"])
-def test_none_keeps_fp32_values_in_the_gemv_layout(
-    trained: Seq2SeqModule, mode: str | None
-) -> None:
+def test_none_keeps_the_fp32_network_as_trained(trained: Seq2SeqModule, mode: str | None) -> None:
     module = copy.deepcopy(trained)
     net = module.net
     assert quantize_model(module, mode).net is net
-    assert weights_of(module) == "none"
-    # the same fp32 values, stored as the transpose of a contiguous (in, out) matrix
+    assert weights_of(module) == "none" and not module.training
     for (name, before), after in zip(trained.net.named_parameters(), net.parameters(), strict=True):
         assert after.dtype == torch.float32 and torch.equal(after, before), name
-    for weight in (
-        net.decoder.W_o.weight,
-        net.decoder.rnn.weight_hh_l0,
-        net.encoder.rnn.weight_ih_l0,
-    ):
-        assert not weight.is_contiguous() and weight.t().is_contiguous()
+        assert after.is_contiguous(), name  # the training layout
     torch.testing.assert_close(logits_of(module), logits_of(trained), rtol=1e-5, atol=1e-5)
     contexts = [[p] for p, _ in PAIRS]
     for decoding in ("greedy", "beam"):
@@ -145,16 +152,10 @@ def test_none_keeps_fp32_values_in_the_gemv_layout(
         )
 
 
-def test_batched_scoring_keeps_the_training_layout(trained: Seq2SeqModule) -> None:
-    module = quantize_model(copy.deepcopy(trained), "none", one_at_a_time=False)
-    assert weights_of(module) == "none" and module.net.encoder.rnn.weight_ih_l0.is_contiguous()
-    assert module.net.decoder.W_o.weight_t.is_contiguous()  # its training layout, (in, out)
-
-
-def test_gpt2_none_unties_the_output_layer_with_equal_values(gpt2) -> None:
+def test_gpt2_none_keeps_the_network_as_trained(gpt2) -> None:
     module = quantize_model(copy.deepcopy(gpt2), "none")
     head, embedding = module.net.lm_head.weight, module.net.transformer.wte.weight
-    assert head.data_ptr() != embedding.data_ptr() and torch.equal(head, embedding)
+    assert head is embedding  # still tied, as trained
     torch.testing.assert_close(gpt2_logits(module), gpt2_logits(gpt2), rtol=1e-5, atol=1e-5)
     contexts = [["hello there, how are you?"]]
     assert module.reply(contexts, decoding="greedy") == gpt2.reply(contexts, decoding="greedy")
@@ -224,13 +225,11 @@ def gpt2_logits(module) -> torch.Tensor:
     return out.logits.float()
 
 
-@pytest.mark.parametrize("mode", ["bf16", "int8"])
+@pytest.mark.parametrize("mode", ["bf16", pytest.param("int8", marks=run_if(int8=True))])
 def test_gpt2_replies_with_converted_weights(gpt2, mode: str) -> None:
-    if mode == "int8" and not q.int8_available():
-        pytest.skip("no quantized int8 kernels on this machine")
     from transformers.pytorch_utils import Conv1D
 
-    converted = quantize_model(copy.deepcopy(gpt2), mode)
+    converted = accel.for_inference(copy.deepcopy(gpt2), mode)
     reference, approx = gpt2_logits(gpt2), gpt2_logits(converted)
     assert (approx - reference).abs().max() < 0.05 * reference.abs().max()
     if mode == "int8":  # HF's Conv1D projections became (quantized) Linear layers

@@ -64,9 +64,8 @@ class Seq2SeqModule(DialogueModule):
         """Logits (B, T, V) of the reply tokens (step by step under scheduled sampling)."""
         src, lengths, decoder_input = batch["src"], batch["src_lengths"], batch["decoder_input"]
         if self._stepwise:
-            return self.net.forward_stepwise(
-                src, lengths, decoder_input, self.teacher_forcing_ratio
-            )
+            ratio = self.teacher_forcing_ratio
+            return scheduled_sampling_logits(self.net, src, lengths, decoder_input, ratio)
         return self.net(src, lengths, decoder_input)
 
     def nll(self, batch: dict[str, torch.Tensor], label_smoothing: float = 0.0) -> torch.Tensor:

@@ -158,13 +158,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_loop_fused(
   return {d_gh, d_gi, dh, sums.sum(0)};
 }
 
-// Switch the gate passes' row split over threads on or off; returns the previous setting.
-bool set_parallel_rows(bool enabled) { return dialoglab::parallel_rows().exchange(enabled); }
-
 }  // namespace
 
 TORCH_LIBRARY(dialoglab_gru, m) {
-  m.def("set_parallel_rows(bool enabled) -> bool", &set_parallel_rows);
   m.def(
       "forward_loop(Tensor gi, Tensor h0, Tensor w_hh, Tensor b_gh, int[] active, "
       "bool zero_state, bool fused_gates) -> (Tensor, Tensor, Tensor, Tensor)",

@@ -1,15 +1,13 @@
 // What the extension's sources (fused_gru_loops.cpp, int8_decoding.cpp) share: the GRU gate
 // passes (each step's gate maths for one row in one vectorised pass, fp32 and bf16 storage,
 // the rows split over threads) and the forward time loop around them (`forward_steps`).
-// Private to the extension; every source gets its own copy (anonymous namespace), except the
-// one switch `dialoglab::parallel_rows`.
+// Private to the extension; every source gets its own copy (anonymous namespace).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -30,14 +28,6 @@
 #define GRU_GATES_INLINE inline
 #endif
 
-namespace dialoglab {
-// Whether the gate passes split their rows over threads (`for_rows`); set by the op
-// dialoglab_gru::set_parallel_rows. An inline function's static: one flag for every source.
-inline std::atomic<bool>& parallel_rows() {
-  static std::atomic<bool> enabled{true};
-  return enabled;
-}
-}  // namespace dialoglab
 
 namespace {
 
@@ -168,16 +158,12 @@ GRU_GATES_ROW_PASSES(uint16_t, bf16)
 #undef GRU_GATES_ROW_PASSES
 
 // f(i) for each of a step's k rows: split over torch's intra-op threads (at::parallel_for) when
-// there are more than kRowGrain rows and `parallel_rows()` is on. The extension is built with
+// there are more than kRowGrain rows. The extension is built with
 // OpenMP on Linux and so runs on torch's own OpenMP pool (one libgomp.so.1 in the process); the
 // second core would otherwise spin idle between the matmuls while one thread does the gates.
 constexpr int64_t kRowGrain = 8;
 template <typename F>
 void for_rows(int64_t k, const F& f) {
-  if (!dialoglab::parallel_rows().load(std::memory_order_relaxed)) {
-    for (int64_t i = 0; i < k; ++i) f(i);
-    return;
-  }
   at::parallel_for(0, k, kRowGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) f(i);
   });

@@ -1,0 +1,54 @@
+"""`run_if(...)`: a declared skip marker for tests that need something this machine may lack.
+
+    @run_if(compiled_extension=True)
+    def test_kernel(): ...
+
+    pytest.param("compiled", marks=run_if(compiled_extension=True))
+
+Each condition is checked once, when the marker is built (at collection); the skip reason names
+what is missing, so `pytest -ra` says why a test did not run.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+
+@functools.cache
+def compiled_extension_available() -> bool:
+    """Whether dialoglab's C++ extension loads here (built on first use; no compiler: False)."""
+    from dialoglab.accel.extension import compiled_ops
+
+    return compiled_ops() is not None
+
+
+@functools.cache
+def int8_available() -> bool:
+    """Whether dynamic int8 quantized kernels run on this machine."""
+    from dialoglab.models.quantize import int8_available as available
+
+    return available()
+
+
+@functools.cache
+def glibc_mallopt_available() -> bool:
+    """Whether the C library has glibc's `mallopt` (dialoglab.accel.heap)."""
+    from dialoglab.accel.heap import _mallopt
+
+    return _mallopt() is not None
+
+
+def run_if(
+    *, compiled_extension: bool = False, int8: bool = False, glibc: bool = False
+) -> pytest.MarkDecorator:
+    """A `skipif` marker that skips unless every requirement set to True holds here."""
+    missing = []
+    if compiled_extension and not compiled_extension_available():
+        missing.append("dialoglab's C++ extension cannot be built here (no compiler)")
+    if int8 and not int8_available():
+        missing.append("no quantized int8 kernels on this machine")
+    if glibc and not glibc_mallopt_available():
+        missing.append("no glibc mallopt here")
+    return pytest.mark.skipif(bool(missing), reason="; ".join(missing) or "runs here")
