@@ -37,7 +37,7 @@ format: ## ruff autofix + format
 train: ## train gru_attn on Cornell (downloads the corpus to data/cornell when absent)
 	$(PY) train.py model=gru_attn
 
-quickstart: ## train a small chatbot offline on chatterbot-corpus (< 2 min on 2 CPU cores)
+quickstart: ## train a small chatbot offline on chatterbot-corpus
 	$(PY) train.py experiment=quickstart
 
 eval: ## evaluate a checkpoint: make eval CKPT=outputs/train/runs/<run>/checkpoints/last.ckpt

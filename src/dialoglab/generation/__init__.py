@@ -2,9 +2,8 @@
 
 `DecodingConfig` (built from `conf/decoding/*.yaml`) is what eval, the CLI, the web app and the
 HTTP API pass around. For Hugging Face models it becomes `generate()` keyword arguments through
-`to_hf_generate_kwargs` (`hf.py`); for `GRUAttnSeq2Seq`, and for GPT-2 through `GPT2Stepper` (its
-KV cache as the state), it drives `generate` (`search.py`): batched greedy, beam search and
-sampling. `processors.py` holds the logit processors both paths share, `config.py` the config
+`to_hf_generate_kwargs` (`hf.py`: GPT-2); for `GRUAttnSeq2Seq` it drives `generate`
+(`search.py`): batched greedy, beam search and sampling. `processors.py` holds the logit processors both paths share, `config.py` the config
 and its presets.
 """
 

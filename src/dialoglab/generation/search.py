@@ -1,4 +1,5 @@
-"""Search over a network that encodes once and steps a decoder: `GRUAttnSeq2Seq`, `GPT2Stepper`.
+"""Search over a network that encodes once and steps a decoder: `GRUAttnSeq2Seq` (or any
+network with the same encode / one-token decoder interface).
 
 Batched greedy, beam search and sampling that encode once, step the decoder with its state, stop
 at `<eos>`, and never copy a value to the host per token (whether every sequence has finished is
@@ -37,7 +38,7 @@ def generate(
     default_max_length: int = 20,
     ignore_ids: Sequence[int] = (),
 ) -> torch.Tensor:
-    """Replies (B, L) of a `GRUAttnSeq2Seq` (or a `GPT2Stepper`), `<pad>` after each `<eos>`;
+    """Replies (B, L) of a `GRUAttnSeq2Seq` (or a network like it), `<pad>` after each `<eos>`;
     L <= max_length.
 
     `net` has `config` (pad_id, sos_id, eos_id, vocab_size), `encode(src, src_lengths) ->
