@@ -40,11 +40,25 @@ def glibc_mallopt_available() -> bool:
     return _mallopt() is not None
 
 
+@functools.cache
+def chromium_available() -> bool:
+    """Whether a Chromium binary is on PATH (the real-browser test of the web chat)."""
+    import shutil
+
+    return any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome"))
+
+
 def run_if(
-    *, compiled_extension: bool = False, int8: bool = False, glibc: bool = False
+    *,
+    compiled_extension: bool = False,
+    int8: bool = False,
+    glibc: bool = False,
+    chromium: bool = False,
 ) -> pytest.MarkDecorator:
     """A `skipif` marker that skips unless every requirement set to True holds here."""
     missing = []
+    if chromium and not chromium_available():
+        missing.append("Chromium is not installed (Debian: apt-get install -y chromium)")
     if compiled_extension and not compiled_extension_available():
         missing.append("dialoglab's C++ extension cannot be built here (no compiler)")
     if int8 and not int8_available():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port, running_server
+from tests.helpers.run_if import run_if
 from tests.integration.cdp import Browser, find_chromium
 
 APP = REPO_ROOT / "app.py"
@@ -139,15 +140,12 @@ CONTENT = '[data-testid="stChatMessageContent"]'  # a message without its avatar
 INPUT = '[data-testid="stChatInputTextArea"]'
 
 
+@run_if(chromium=True)  # without it, the AppTest tests above cover the app
 def test_real_browser_types_a_message_and_sees_the_reply(
     streamlit_server: str, tmp_path: Path
 ) -> None:
     chromium = find_chromium()
-    if chromium is None:
-        pytest.skip(
-            "Chromium is not installed (Debian: apt-get install -y chromium); "
-            "the AppTest tests above cover the app without a browser"
-        )
+    assert chromium is not None
     with Browser(chromium) as browser:
         browser.navigate(streamlit_server)
         browser.wait_for(f"!!document.querySelector('{INPUT}')", timeout=TIMEOUT)

@@ -221,9 +221,7 @@ def test_report_without_runs_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("preset", ["gru_attn_optuna", "gpt2_scratch_optuna"])
 def test_optuna_presets_compose_with_a_stable_sweep_dir(hydra_cfg, tmp_path: Path, preset: str):
-    model = preset.removesuffix("_optuna")
-    if not (CONFIG_DIR / "model" / f"{model}.yaml").is_file():
-        pytest.skip(f"conf/model/{model}.yaml is not there yet")
+    assert (CONFIG_DIR / "model" / f"{preset.removesuffix('_optuna')}.yaml").is_file()
     cfg = hydra_cfg([f"hparams_search={preset}"])
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("DialoglabOptunaSweeper")
