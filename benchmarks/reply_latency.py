@@ -49,7 +49,7 @@ def gru_attn(quick: bool) -> Any:
     from dialoglab.models.seq2seq import Seq2SeqModule
 
     tok = WordTokenizer(min_count=1)
-    tok.fit([p.split() for p in PROMPTS]) if hasattr(tok, "fit") else None
+    tok.fit(PROMPTS)
     words = 300 if quick else 8000
     tok.load_state_dict({"itos": [*tok.itos, *(f"w{k}" for k in range(words - len(tok)))]})
     size = {"hidden_size": 32, "encoder_n_layers": 1, "decoder_n_layers": 1} if quick else {}
