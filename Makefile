@@ -11,11 +11,11 @@ TORCH_VERSION ?= 2.13.0
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-install: ## create .venv, install torch==$(TORCH_VERSION) (CPU) first, then dialoglab[dev]
+install: ## create .venv, install torch==$(TORCH_VERSION) (CPU) first, then dialoglab[all,dev]
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[all,dev]"
 	$(PY) -m dialoglab.accel.extension
 	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; \
 	  sys.exit(f'torch was replaced: {torch.__version__}') if v != '$(TORCH_VERSION)' else print('torch', torch.__version__, 'ok')"

@@ -78,7 +78,6 @@ VARIANTS = {
     "auto": [],
     "none": ["accel=none"],
     "fused_gru off": ["accel.fused_gru=false"],
-    "keep_freed_memory off": ["accel.keep_freed_memory=false"],
 }
 
 

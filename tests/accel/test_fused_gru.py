@@ -256,16 +256,16 @@ def test_for_training_keeps_the_state_dict_and_none_swaps_nothing():
     params = [id(p) for p in net.parameters()]
     assert accel.for_training(net, accel.NONE) is net
     assert type(net.encoder) is Encoder and type(net.decoder) is Decoder
-    assert accel.for_training(net, {"fused_gru": False, "keep_freed_memory": False}) is net
+    assert accel.for_training(net, {"fused_gru": False}) is net
     assert type(net.encoder) is Encoder and type(net.decoder) is Decoder
-    accel.for_training(net, {"keep_freed_memory": False})
+    accel.for_training(net, {})
     assert type(net.encoder) is FusedGRUEncoder and type(net.decoder) is FusedGRUDecoder
     after = net.state_dict()
     assert list(after) == list(before)
     for key, value in before.items():
         assert torch.equal(after[key], value), key
     assert [id(p) for p in net.parameters()] == params
-    accel.for_training(net, {"keep_freed_memory": False})  # twice: still the same classes
+    accel.for_training(net, {})  # twice: still the same classes
     assert type(net.encoder) is FusedGRUEncoder and type(net.decoder) is FusedGRUDecoder
     # a state_dict saved from the swapped net loads into a plain one, and back
     plain = make_net()
@@ -273,15 +273,11 @@ def test_for_training_keeps_the_state_dict_and_none_swaps_nothing():
     net.load_state_dict(plain.state_dict())
 
 
-def test_for_training_keeps_freed_memory_unless_told_not_to(monkeypatch):
-    from dialoglab.accel import heap
-
-    calls = []
-    monkeypatch.setattr(heap, "keep_freed_memory", lambda *a, **k: calls.append(1) or True)
-    accel.for_training(make_net(), accel.NONE)
-    assert calls == []
-    accel.for_training(make_net(), None)  # None: every path on (accel=auto)
-    assert calls == [1]
+def test_settings_of_removed_paths_are_accepted_and_ignored():
+    """A run saved before a path was removed still composes: its retired key is ignored."""
+    assert accel.AccelConfig.from_any({"keep_freed_memory": True, "fused_gru": False}) == (
+        accel.AccelConfig(fused_gru=False)
+    )
 
 
 @pytest.mark.parametrize("bad", [{"fused": True}, {"fused_gru": "yes"}, "auto"])
@@ -299,7 +295,7 @@ def test_model_loss_and_gradients_equal_with_and_without_for_training(loops, rnn
     real tokens only) gives the same loss and gradients with the fused path swapped in (an LSTM
     keeps PyTorch's layers: the swap falls back)."""
     reference = make_net(rnn_type, layers)
-    fast = accel.for_training(copy.deepcopy(reference), {"keep_freed_memory": False})
+    fast = accel.for_training(copy.deepcopy(reference))
     assert type(fast.encoder) is FusedGRUEncoder
     batch = make_seq2seq_batch()
     results = []
@@ -325,7 +321,7 @@ def test_model_loss_and_gradients_equal_with_and_without_for_training(loops, rnn
 
 def test_model_under_bf16_autocast_stays_close_to_the_reference(loops):
     reference = make_net()
-    fast = accel.for_training(copy.deepcopy(reference), {"keep_freed_memory": False})
+    fast = accel.for_training(copy.deepcopy(reference))
     batch = make_seq2seq_batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ours, theirs = nll(fast, batch), nll(reference, batch)

@@ -117,7 +117,7 @@ def _int8_model(attention: str, int8_kernels: bool = True) -> Seq2SeqModule:
         dropout=0.0,
     )
     module = Seq2SeqModule(tok, partial, functools.partial(torch.optim.Adam, lr=1e-3))
-    settings = {"keep_freed_memory": False, "int8_kernels": int8_kernels}
+    settings = {"int8_kernels": int8_kernels}
     return accel.for_inference(module, "int8", settings)
 
 
@@ -216,7 +216,7 @@ def test_none_and_bf16_swap_in_no_int8_kernel() -> None:
             GRUAttnSeq2Seq, hidden_size=H, encoder_n_layers=1, decoder_n_layers=1
         )
         module = Seq2SeqModule(tok, net, functools.partial(torch.optim.Adam, lr=1e-3))
-        module = accel.for_inference(module, quantize, {"keep_freed_memory": False})
+        module = accel.for_inference(module, quantize, {})
         assert module.inference_weights == quantize
         assert type(module.net.encoder) is FusedGRUEncoder
         assert type(module.net.decoder) is FusedGRUDecoder

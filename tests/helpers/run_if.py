@@ -33,14 +33,6 @@ def int8_available() -> bool:
 
 
 @functools.cache
-def glibc_mallopt_available() -> bool:
-    """Whether the C library has glibc's `mallopt` (dialoglab.accel.heap)."""
-    from dialoglab.accel.heap import _mallopt
-
-    return _mallopt() is not None
-
-
-@functools.cache
 def chromium_available() -> bool:
     """Whether a Chromium binary is on PATH (the real-browser test of the web chat)."""
     import shutil
@@ -52,7 +44,6 @@ def run_if(
     *,
     compiled_extension: bool = False,
     int8: bool = False,
-    glibc: bool = False,
     chromium: bool = False,
 ) -> pytest.MarkDecorator:
     """A `skipif` marker that skips unless every requirement set to True holds here."""
@@ -63,6 +54,4 @@ def run_if(
         missing.append("dialoglab's C++ extension cannot be built here (no compiler)")
     if int8 and not int8_available():
         missing.append("no quantized int8 kernels on this machine")
-    if glibc and not glibc_mallopt_available():
-        missing.append("no glibc mallopt here")
     return pytest.mark.skipif(bool(missing), reason="; ".join(missing) or "runs here")

@@ -30,7 +30,6 @@ class AccelConfig:
 
     fused_gru: bool = True  # CPU GRU layers as one autograd node each (C++ loops when built)
     int8_kernels: bool = True  # quantize=int8 gru_attn: GRUs and decoder steps in C++
-    keep_freed_memory: bool = True  # glibc keeps freed buffers: fewer page faults per step
     sdpa_without_cudnn: bool = True  # GPT-2 on CUDA: no cuDNN attention plan per new shape
 
     @classmethod
@@ -39,6 +38,8 @@ class AccelConfig:
         if value is None or isinstance(value, AccelConfig):
             return value or cls()
         values = dict(value) if isinstance(value, Mapping) else None
+        for retired in RETIRED & set(values or {}):  # a saved run's config from before
+            del values[retired]
         known = {field.name for field in dataclasses.fields(cls)}
         if values is None or set(values) - known:
             unknown = sorted(set(values or {}) - known) or [repr(value)]
@@ -52,6 +53,7 @@ class AccelConfig:
         return cls(**values)
 
 
+RETIRED = {"keep_freed_memory"}  # settings of removed paths, accepted and ignored
 NONE = AccelConfig(**{field.name: False for field in dataclasses.fields(AccelConfig)})
 
 
@@ -68,10 +70,6 @@ def _training_swaps() -> dict[str, dict[type, type]]:
 def for_training(net: nn.Module, settings: Any = None) -> nn.Module:
     """Swap in the training speed paths `settings` enables, in place; returns `net`."""
     settings = AccelConfig.from_any(settings)
-    if settings.keep_freed_memory:
-        from dialoglab.accel.heap import keep_freed_memory
-
-        keep_freed_memory()
     if settings.sdpa_without_cudnn and hasattr(net, "transformer"):  # a Hugging Face GPT-2
         from dialoglab.accel.gpt2_attention import use_sdpa_without_cudnn
 
@@ -94,7 +92,7 @@ def for_inference(model: Any, quantize: Any = "auto", settings: Any = None) -> A
     model = quantize_model(model, quantize)
     net = getattr(model, "net", None)
     if isinstance(net, nn.Module):
-        for_training(net, dataclasses.replace(settings, keep_freed_memory=False))
+        for_training(net, settings)
         if settings.int8_kernels and getattr(model, "inference_weights", "") == "int8":
             from dialoglab.accel.gru_attn import use_int8_kernels
 
