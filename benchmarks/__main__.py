@@ -37,9 +37,15 @@ BENCHES: dict[str, tuple[str, str]] = {
     ),
     "data": ("benchmarks.data:run", "parse + tokenize the slice and a full-size synthetic Cornell"),
     "memory": ("benchmarks.memory:run", "peak RSS and wall time of one train.py epoch"),
-    "replies": ("benchmarks.replies:run", "reply latency p50/p95 and batched throughput"),
+    "replies": (
+        "benchmarks.replies:run",
+        "reply latency p50/p95 and throughput, fp32, int8, int8 with accel=none",
+    ),
     "chat": ("benchmarks.chat_latency:run", "Chatbot.reply latency of a trained checkpoint"),
-    "speed_paths": ("benchmarks.speed_paths:run", "training and replies with accel on vs off"),
+    "speed_paths": (
+        "benchmarks.speed_paths:run",
+        "training epoch time and tokens/s, accel=auto vs none",
+    ),
     "gpu": ("benchmarks.gpu:run", "on a CUDA device: gru_attn vs the tutorial, GPT-2 MFU, DDP"),
 }
 BUDGET_SECONDS = 15 * 60

@@ -1,10 +1,6 @@
-"""Reply latency of a trained checkpoint, greedy and beam 5: p50/p95, written as JSON.
+"""Reply latency of a trained checkpoint, greedy and beam 5: p50/p95.
 
-    python -m benchmarks.chat_latency ckpt_path=PATH [out=outputs/bench/chat_latency.json]
-        [repeats=3] [warmup=3] [threads=null] [device=cpu] [quantize=auto]
-
-`run(quick, ckpt_path)` gives the same numbers as rows of `python -m benchmarks --only chat`
-(`--ckpt PATH`, else the newest checkpoint under outputs/). Each measurement is one
+`python -m benchmarks --only chat [--ckpt PATH]` (else the newest checkpoint under outputs/). Each measurement is one
 `Chatbot.reply` in a fresh session (tokenization, memory rules, the model and decoding: what a
 user waits for) over prompts that memory does not answer. The weights are held as chat holds them
 by default (`quantize=auto`: int8 on the CPU); then the share of replies equal to the fp32
@@ -13,10 +9,7 @@ model's is reported too.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +64,12 @@ def agreement_with_fp32(bot: Chatbot, ckpt_path: str | Path, device: str) -> dic
 
 def report(
     ckpt_path: str | Path,
-    out: str | Path | None = None,
     repeats: int = 3,
     warmup: int = 3,
-    threads: int | None = None,
     device: str = "cpu",
     quantize: str = "auto",
 ) -> dict[str, Any]:
-    """Load the checkpoint, measure, and write the JSON report to `out` (when given)."""
-    if threads:
-        torch.set_num_threads(int(threads))
+    """Load the checkpoint and measure; a JSON-ready dict."""
     bot = Chatbot.from_checkpoint(ckpt_path, device=device, quantize=quantize)
     result = {
         "benchmark": "chat_latency",
@@ -96,9 +85,6 @@ def report(
     }
     if bot.weights != "none":
         result["same_reply_as_fp32"] = agreement_with_fp32(bot, ckpt_path, device)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
 
@@ -126,33 +112,3 @@ def run(quick: bool = False, ckpt_path: str | None = None) -> list[Figure]:
             Figure(f"chat replies equal to fp32 ({name})", round(100 * share, 1), "%", note=what)
         )
     return figures
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    args = OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv))
-    if not args.get("ckpt_path"):
-        raise SystemExit(__doc__.split("\n\n")[1])
-    out = args.get("out", "outputs/bench/chat_latency.json")
-    result = report(
-        args.ckpt_path,
-        out,
-        int(args.get("repeats", 3)),
-        int(args.get("warmup", 3)),
-        args.get("threads"),
-        str(args.get("device", "cpu")),
-        args.get("quantize", "auto"),
-    )
-    for name, stats in result["results"].items():
-        print(
-            f"{name:>8}: p50 {stats['p50_ms']:.1f} ms  p95 {stats['p95_ms']:.1f} ms (n={stats['n']})"
-        )
-    for name, share in result.get("same_reply_as_fp32", {}).items():
-        print(f"{name:>8}: {100 * share:.1f} % of replies equal to the fp32 model's")
-    print(f"weights: {result['quantize']}; written to {out}")
-    return result
-
-
-if __name__ == "__main__":
-    main()

@@ -3,8 +3,9 @@
 gru_attn (hidden 500, 2+2 layers, vocabulary 8,000: the slice's vocabulary padded to the full
 corpus's size) through `Seq2SeqModule.reply` (tokenize, decode, detokenize), greedy and beam 5;
 GPT-2 scratch (conf/model/gpt2_scratch.yaml's size) greedy from a 32-token prompt through
-`CausalLMModule.generate_ids`. Each model is held as the chat front ends hold it, through
-`quantize_model`: fp32 (`quantize=none`) and int8 (`quantize=auto`, chat's default on the CPU).
+`CausalLMModule.generate_ids`, greedy and beam 5. Each model is held as the chat front ends hold
+it, through `accel.for_inference`: fp32 (`quantize=none`), int8 (`quantize=auto`, chat's default
+on the CPU) and int8 with `accel=none`, so the rows show what the accel paths save.
 The weights are untrained, so every reply is held to its full length (20 tokens): the same work
 on every call. Latencies are over single prompts sent one after another.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -39,13 +41,19 @@ def _decoding(strategy: str = "greedy") -> Any:
     )
 
 
-def _variants(module: Any) -> dict[str, Any]:
-    """The module held in fp32 and, where quantized kernels exist, in int8 (chat's default)."""
-    from dialoglab.models.quantize import int8_available, quantize_model
+def _variants(module: Any, accel_none_too: bool = True) -> dict[str, Any]:
+    """The module held as chat holds it: fp32, and where quantized kernels exist int8 (chat's
+    default) with the accel paths on and, when asked, off (`accel=none`)."""
+    from dialoglab import accel
+    from dialoglab.models.quantize import int8_available
 
-    variants = {"fp32": quantize_model(copy.deepcopy(module), "none")}
+    variants = {"fp32": accel.for_inference(copy.deepcopy(module), "none")}
     if int8_available():
-        variants["int8, chat default"] = quantize_model(copy.deepcopy(module), "int8")
+        variants["int8, chat default"] = accel.for_inference(copy.deepcopy(module), "int8")
+        if accel_none_too:
+            variants["int8, accel=none"] = accel.for_inference(
+                copy.deepcopy(module), "int8", accel.NONE
+            )
     return variants
 
 
@@ -114,17 +122,19 @@ def _gpt2_figures(quick: bool, n: int, batch: int) -> list[Figure]:
     prompts[:, -1] = tok.bot_id  # prompts end with the reply's marker, as HFTokenizer's do
     types = torch.full_like(prompts, tok.user_id)
     types[:, -1] = tok.bot_id
-    decoding = _decoding()
     note = f"CausalLMModule.generate_ids, {size['n_layer']} x {size['n_embd']}, {prompt_len}-token prompt"
     figures: list[Figure] = []
-    for weights, held in _variants(module).items():
+    decodings = {strategy: _decoding(strategy) for strategy in ("greedy", "beam")}
+    for (weights, held), strategy in itertools.product(
+        _variants(module, accel_none_too=False).items(), decodings
+    ):
 
-        def replies(k: int, count: int, m: Any = held) -> Any:
+        def replies(k: int, count: int, m: Any = held, d: Any = decodings[strategy]) -> Any:
             rows = [(k + i) % len(prompts) for i in range(count)]
             ids = prompts[rows]
-            return m.generate_ids(ids, torch.ones_like(ids), types[rows], decoding)
+            return m.generate_ids(ids, torch.ones_like(ids), types[rows], d)
 
-        label = f"GPT-2 scratch greedy ({weights})"
+        label = f"GPT-2 scratch {'greedy' if strategy == 'greedy' else 'beam 5'} ({weights})"
         figures += _rows(label, replies, batch, n, 100.0, note)
     return figures
 

@@ -2,11 +2,10 @@
 
 Training: mean epoch time (epochs after the first) of `experiment=cornell_gru` on the shared
 Cornell slice, fp32 and bf16-mixed, and GPT-2 scratch training tokens/s on the same slice, each
-through `train.py` in a child process with `accel=auto`, `accel=none` and one path off at a time.
-Replies: p95 latency of a 20-token reply (every reply held to full length) of gru_attn at full
-size and GPT-2 scratch, greedy and beam 5, as chat runs them (`accel.for_inference`), with the
-accel paths on and off. A path stays only if it saves >= 10 % of a training figure or keeps a
-reply latency within its target (docs/speed.md).
+through `train.py` in a child process with `accel=auto` and `accel=none`.
+On the CPU `accel=none` differs from `accel=auto` in training by `fused_gru` alone. Reply
+latency with the accel paths on and off is the `replies` benchmark. A path stays only if it
+saves >= 10 % of a training figure or keeps a reply latency within its target (docs/speed.md).
 
     python -m benchmarks --only speed_paths        # or: python -m benchmarks.speed_paths
 """
@@ -14,7 +13,6 @@ reply latency within its target (docs/speed.md).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,6 @@ from lightning.pytorch import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 SLICE = REPO.parent / "shared" / "data" / "cornell-subset"
-TARGETS_MS = {"gru_attn greedy": 15.0, "gru_attn beam 5": 60.0, "GPT-2 scratch greedy": 100.0}
 
 
 class EpochTimer(Callback):
@@ -74,11 +71,7 @@ TRAINING = {
         "model.val_generate=8",
     ],
 }
-VARIANTS = {
-    "auto": [],
-    "none": ["accel=none"],
-    "fused_gru off": ["accel.fused_gru=false"],
-}
+VARIANTS = {"auto": [], "none": ["accel=none"]}
 
 
 def training_rows(epochs: int) -> list[dict[str, Any]]:
@@ -86,8 +79,6 @@ def training_rows(epochs: int) -> list[dict[str, Any]]:
     rows = []
     for figure, overrides in TRAINING.items():
         for variant, switch in VARIANTS.items():
-            if not figure.endswith("(fp32)") and variant not in ("auto", "none"):
-                continue  # one path at a time on the main figure only
             epochs_run = train_epochs([*overrides, *switch], epochs)
             seconds = sum(r["seconds"] for r in epochs_run) / len(epochs_run)
             tokens = sum(r["tokens"] for r in epochs_run) / len(epochs_run)
@@ -97,23 +88,13 @@ def training_rows(epochs: int) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> None:
-    from benchmarks.reply_latency import latency_rows
-
-    epochs = int(os.environ.get("SPEED_PATHS_EPOCHS", "4"))
-    rows = training_rows(epochs) + latency_rows()
-    print(json.dumps(rows, indent=1))
-
-
 def run(quick: bool = False) -> list[Any]:
     """`python -m benchmarks --only speed_paths` entry: the rows as Figures."""
     from benchmarks.common import Figure
 
-    rows = (training_rows(2) if not quick else []) + __import__(
-        "benchmarks.reply_latency", fromlist=["latency_rows"]
-    ).latency_rows(quick)
-    return [Figure(f"{r['figure']} [{r['variant']}]", r["value"], r.get("unit", "")) for r in rows]
+    rows = training_rows(2 if quick else 4)
+    return [Figure(f"{r['figure']} [accel={r['variant']}]", r["value"], "") for r in rows]
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(training_rows(4), indent=1))
