@@ -19,7 +19,6 @@ import torch
 from torch.nn import functional as F
 
 from dialoglab.models.components.gru_attn import GRUAttnConfig, GRUAttnSeq2Seq
-from dialoglab.models.dialogue_module import clip_grad_norm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORNELL_SLICE = REPO_ROOT.parent / "shared" / "data" / "cornell-subset"
@@ -107,7 +106,7 @@ def our_step(
         nll = (forward or token_nll)(net, batch)
     loss = nll / (batch["target"] != net.config.pad_id).sum().clamp(min=1)
     loss.backward()
-    clip_grad_norm(list(net.parameters()), clip)  # as DialogueModule.configure_gradient_clipping
+    torch.nn.utils.clip_grad_norm_(net.parameters(), clip)  # as the Trainer clips
     optimizer.step()
     return float(loss.detach())
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dialoglab.data.hf_tokenization import IGNORE_INDEX, HFTokenizer
 from dialoglab.errors import ConfigError
-from dialoglab.generation import DecodingConfig, seeded, to_hf_generate_kwargs
+from dialoglab.generation import seeded, to_hf_generate_kwargs
 from dialoglab.models.components.gpt2 import (
     FAST_ACTIVATION,
     SpecialIds,
@@ -22,7 +22,7 @@ from dialoglab.models.components.gpt2 import (
     gpt2_from_scratch,
     gpt2_pretrained,
 )
-from dialoglab.models.dialogue_module import DialogueModule, eval_mode
+from dialoglab.models.dialogue_module import DialogueModule, Personas, persona_lines
 
 # Batch keys with one entry per example (the others have one per row, several examples per row
 # when the tokenizer packs them).
@@ -76,7 +76,10 @@ class CausalLMModule(DialogueModule):
         n_samples: int = 8,
         gpt2_config: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(tokenizer, optimizer, scheduler, val_generate, n_samples)
+        super().__init__(
+            tokenizer, optimizer, scheduler, val_generate, n_samples, label_smoothing,
+            max_reply_length,
+        )  # fmt: skip
         generation = plain(generation) or {}  # hparams go into weights_only checkpoints
         self.save_hyperparameters(ignore=["tokenizer", "optimizer", "scheduler", "gpt2_config"])
         if not tokenizer.fitted:
@@ -99,16 +102,10 @@ class CausalLMModule(DialogueModule):
             )
         self.pretrained = pretrained
         self.weight_decay = weight_decay
-        self._label_smoothing = label_smoothing
-        self.max_reply_length = max_reply_length
         self.generation_kwargs = dict(generation)
         self.use_compile = compile
         if gradient_checkpointing:
             enable_activation_checkpointing(self.net)
-
-    @property
-    def label_smoothing(self) -> float:
-        return self._label_smoothing
 
     @property
     def n_positions(self) -> int:
@@ -187,7 +184,7 @@ class CausalLMModule(DialogueModule):
         onto Hugging Face `generate` kwargs; special tokens other than `<eot>` are never
         generated.
         """
-        config = self.decoding if decoding is None else DecodingConfig.from_any(decoding)
+        config = self.resolve_decoding(decoding)
         room = self.n_positions - prompt_ids.shape[1]
         max_new = min(config.resolved_max_length(self.max_reply_length), room)
         if max_new < 1:
@@ -223,12 +220,20 @@ class CausalLMModule(DialogueModule):
             {tok.pad_id, tok.bos_id, tok.persona_id, tok.user_id, tok.bot_id} - {tok.eos_id}
         )
 
-    def generate_replies(self, batch: dict[str, torch.Tensor]) -> list[str]:
-        ids = self.generate_ids(batch["prompt_ids"], batch["prompt_mask"], batch["prompt_types"])
-        return [self.tokenizer.decode(row) for row in ids.tolist()]
+    reference_key = "reply_ids"
 
-    def reference_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
-        return [self.tokenizer.decode(row) for row in batch["reply_ids"].tolist()]
+    def reply_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return batch["prompt_ids"], batch["prompt_mask"], batch["prompt_types"]
+
+    def prompt_inputs(
+        self,
+        contexts: Sequence[Sequence[str]],
+        personas: Personas = None,
+        max_source_length: int | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """GPT-2's prompt budget is the tokenizer's `max_length` within the positions a reply
+        leaves; `max_source_length` (a word-level model's setting) does not apply."""
+        return self.reply_inputs(self.encode_prompts(contexts, personas))
 
     def context_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
         rows = zip(batch["prompt_ids"].tolist(), batch["prompt_mask"].tolist(), strict=True)
@@ -238,32 +243,18 @@ class CausalLMModule(DialogueModule):
         ]
 
     def encode_prompts(
-        self, contexts: Sequence[Sequence[str]], personas: Sequence[Sequence[str] | str] | None
+        self, contexts: Sequence[Sequence[str]], personas: Personas
     ) -> dict[str, torch.Tensor]:
+        """Left-padded prompt ids, mask and types (B, P) of raw-text contexts, within the
+        positions a reply leaves."""
         budget = max(1, self.n_positions - self.max_reply_length)
         if self.tokenizer.max_length:
             budget = min(budget, self.tokenizer.max_length)
         rows = []
         for k, context in enumerate(contexts):
-            persona = personas[k] if personas else ()
-            persona = [persona] if isinstance(persona, str) else list(persona)
+            persona = persona_lines(personas, k)
             rows.append(self.tokenizer.encode_prompt(persona, list(context), budget))
         return {k: v.to(self.device) for k, v in self.tokenizer.left_pad(rows).items()}
-
-    @torch.no_grad()
-    def reply(
-        self,
-        contexts: Sequence[Sequence[str]],
-        personas: Sequence[Sequence[str] | str] | None = None,
-        decoding: Any = None,
-    ) -> list[str]:
-        """Replies to raw-text contexts (turns oldest first), optionally as the given personas."""
-        with eval_mode(self):
-            batch = self.encode_prompts(contexts, personas)
-            ids = self.generate_ids(
-                batch["prompt_ids"], batch["prompt_mask"], batch["prompt_types"], decoding
-            )
-        return [self.tokenizer.decode(row) for row in ids.tolist()]
 
     # -- checkpoint and export -----------------------------------------------------------------
     def checkpoint_init_kwargs(self) -> dict[str, Any]:

@@ -26,6 +26,13 @@ CHECKPOINT_KEY = "dialoglab"
 # Lightning the value is synced across processes.
 _GLOBAL: dict[str, Any] = {"sync_dist": True, "reduce_fx": "max"}
 CHECKPOINT_VERSION = 1
+Personas = Sequence[Sequence[str] | str] | None  # per context: persona lines (or one line)
+
+
+def persona_lines(personas: Personas, k: int) -> list[str]:
+    """The k-th context's persona as a list of lines (none when `personas` is empty)."""
+    persona = personas[k] if personas else ()
+    return [persona] if isinstance(persona, str) else list(persona)
 
 
 def summed_nll(
@@ -35,33 +42,6 @@ def summed_nll(
     return torch.nn.functional.cross_entropy(
         logits.float(), targets, reduction="sum", label_smoothing=label_smoothing
     )
-
-
-def total_grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all `grads` together, as `torch.nn.utils.get_total_norm`. Contiguous fp32
-    CPU gradients are summed as dot products with themselves (BLAS sdot, ~2x the bandwidth of
-    `linalg.vector_norm`'s reduction on 2 cores); the rest, and any sum that overflows, go
-    through torch's."""
-    if not grads or not all(
-        g.device.type == "cpu" and g.dtype == torch.float32 and g.is_contiguous() for g in grads
-    ):
-        return torch.nn.utils.get_total_norm(grads)
-    squares = torch.stack([torch.dot(g.view(-1), g.view(-1)) for g in grads])
-    total = squares.sum().sqrt()
-    return total if torch.isfinite(total) else torch.nn.utils.get_total_norm(grads)
-
-
-def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """`torch.nn.utils.clip_grad_norm_` (returns the total norm), except that CPU gradients are
-    left untouched when the norm is within `max_norm` (the check needs the norm on the host,
-    free on the CPU; torch rescales every gradient by a clamped factor of 1 instead), and the
-    norm is `total_grad_norm`'s."""
-    grads = [p.grad for p in params if p.grad is not None]
-    total = total_grad_norm(grads)
-    if not grads or (grads[0].device.type == "cpu" and float(total) <= max_norm):
-        return total
-    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
-    return total
 
 
 @contextlib.contextmanager
@@ -79,7 +59,9 @@ def eval_mode(module: torch.nn.Module) -> Iterator[None]:
 
 
 class DialogueModule(LightningModule):
-    """Base class: subclasses implement `nll`, `generate_replies`, `reference_texts`, `context_texts`.
+    """Base class: subclasses implement `nll`, `count_tokens`, `generate_ids`, `reply_inputs`,
+    `prompt_inputs` and `context_texts`; training, evaluation, replies to raw text, optimizers
+    and the checkpoint payload are shared.
 
     Logged metrics (names shared by every family): train/loss, val/loss, val/ppl (per token of the
     model's vocabulary), val/ppl_word (per reference word, comparable across tokenizers), val/bleu,
@@ -95,9 +77,13 @@ class DialogueModule(LightningModule):
         scheduler: Callable[..., Any] | None = None,
         val_generate: int = 256,
         n_samples: int = 8,
+        label_smoothing: float = 0.0,
+        max_reply_length: int = 20,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.label_smoothing = label_smoothing  # training loss only; evaluation never smooths
+        self.max_reply_length = max_reply_length  # decoding's default `max_length`
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_generate = val_generate
@@ -119,10 +105,24 @@ class DialogueModule(LightningModule):
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def generate_replies(self, batch: dict[str, torch.Tensor]) -> list[str]:
+    reference_key = ""  # the batch entry holding the reference replies' ids
+
+    def generate_ids(self, *inputs: torch.Tensor, decoding: Any = None) -> torch.Tensor:
+        """Reply ids (B, L) for the model inputs `reply_inputs` / `prompt_inputs` give."""
         raise NotImplementedError
 
-    def reference_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
+    def reply_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """`generate_ids`'s inputs for the examples of a batch."""
+        raise NotImplementedError
+
+    def prompt_inputs(
+        self,
+        contexts: Sequence[Sequence[str]],
+        personas: Personas = None,
+        max_source_length: int | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """`generate_ids`'s inputs for raw-text contexts (turns oldest first) and personas,
+        keeping at most `max_source_length` context tokens (None: the model's own limit)."""
         raise NotImplementedError
 
     def context_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
@@ -175,10 +175,6 @@ class DialogueModule(LightningModule):
             f"{kept} (continue with resume=auto). Lower model.optimizer.lr, keep "
             "trainer.gradient_clip_val, or set callbacks.nonfinite.skip=true to skip such batches"
         )
-
-    @property
-    def label_smoothing(self) -> float:
-        return 0.0
 
     # -- evaluation ----------------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
@@ -250,15 +246,34 @@ class DialogueModule(LightningModule):
                 )
 
     # -- replies -------------------------------------------------------------------------------
+    def resolve_decoding(self, decoding: Any = None) -> DecodingConfig:
+        """A DecodingConfig from a config, preset name or dict; None means `self.decoding`."""
+        return self.decoding if decoding is None else DecodingConfig.from_any(decoding)
+
+    def decode_rows(self, ids: torch.Tensor) -> list[str]:
+        """Text of each row of token ids (special tokens and padding dropped)."""
+        return [self.tokenizer.decode(row) for row in ids.tolist()]
+
+    def generate_replies(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        return self.decode_rows(self.generate_ids(*self.reply_inputs(batch)))
+
+    def reference_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
+        return self.decode_rows(batch[self.reference_key])
+
+    @torch.no_grad()
     def reply(
         self,
         contexts: Sequence[Sequence[str]],
-        personas: Sequence[Sequence[str] | str] | None = None,
-        decoding: DecodingConfig | None = None,
+        personas: Personas = None,
+        decoding: Any = None,
+        max_source_length: int | None = None,
     ) -> list[str]:
         """Replies to raw-text contexts (each a list of turns, oldest first), decoded with
-        `decoding` (default: `self.decoding`), optionally as the given persona lines."""
-        raise NotImplementedError
+        `decoding` (default: `self.decoding`), optionally as the given persona lines; the
+        context is cut to its last `max_source_length` tokens (None: the model's own limit)."""
+        with eval_mode(self):
+            inputs = self.prompt_inputs(contexts, personas, max_source_length)
+            return self.decode_rows(self.generate_ids(*inputs, decoding=decoding))
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -324,7 +339,7 @@ class DialogueModule(LightningModule):
             if str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)) == "value":
                 torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
             else:
-                clip_grad_norm(params, gradient_clip_val)
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

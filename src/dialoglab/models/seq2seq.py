@@ -10,7 +10,12 @@ import torch
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.generation import DecodingConfig, generate
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
-from dialoglab.models.dialogue_module import DialogueModule, eval_mode, summed_nll
+from dialoglab.models.dialogue_module import (
+    DialogueModule,
+    Personas,
+    persona_lines,
+    summed_nll,
+)
 
 
 class Seq2SeqModule(DialogueModule):
@@ -36,7 +41,10 @@ class Seq2SeqModule(DialogueModule):
         val_generate: int = 256,
         n_samples: int = 8,
     ) -> None:
-        super().__init__(tokenizer, optimizer, scheduler, val_generate, n_samples)
+        super().__init__(
+            tokenizer, optimizer, scheduler, val_generate, n_samples, label_smoothing,
+            max_reply_length,
+        )  # fmt: skip
         self.save_hyperparameters(ignore=["tokenizer", "net", "optimizer", "scheduler"])
         self.net = net(
             vocab_size=len(tokenizer),
@@ -46,13 +54,7 @@ class Seq2SeqModule(DialogueModule):
         )
         self.config = self.net.config
         self.teacher_forcing_ratio = teacher_forcing_ratio
-        self._label_smoothing = label_smoothing
         self.decoder_lr_ratio = decoder_lr_ratio
-        self.max_reply_length = max_reply_length
-
-    @property
-    def label_smoothing(self) -> float:
-        return self._label_smoothing
 
     @property
     def _stepwise(self) -> bool:
@@ -94,15 +96,14 @@ class Seq2SeqModule(DialogueModule):
         ]
 
     # -- replies -------------------------------------------------------------------------------
-    def _decoding(self, decoding: DecodingConfig | Any | None) -> DecodingConfig:
-        return self.decoding if decoding is None else DecodingConfig.from_any(decoding)
+    reference_key = "target"
 
     @torch.no_grad()
     def generate_ids(
         self,
         src: torch.Tensor,
         src_lengths: torch.Tensor,
-        decoding: DecodingConfig | None = None,
+        decoding: DecodingConfig | Any | None = None,
     ) -> torch.Tensor:
         """Reply ids (B, L), `<pad>` after `<eos>`, decoded with `decoding` (default: self.decoding;
         `max_length: null` means `max_reply_length`)."""
@@ -111,17 +112,21 @@ class Seq2SeqModule(DialogueModule):
             self.net,
             src,
             src_lengths,
-            self._decoding(decoding),
+            self.resolve_decoding(decoding),
             default_max_length=self.max_reply_length,
             ignore_ids=(tok.sep_id, tok.unk_id),
         )
 
-    def generate_replies(self, batch: dict[str, torch.Tensor]) -> list[str]:
-        tokens = self.generate_ids(batch["src"], batch["src_lengths"]).tolist()
-        return [self.tokenizer.decode(row) for row in tokens]
+    def reply_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return batch["src"], batch["src_lengths"]
 
-    def reference_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
-        return [self.tokenizer.decode(row) for row in batch["target"].tolist()]
+    def prompt_inputs(
+        self,
+        contexts: Sequence[Sequence[str]],
+        personas: Personas = None,
+        max_source_length: int | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        return self.encode_contexts(contexts, max_source_length or 100, personas)
 
     def context_texts(self, batch: dict[str, torch.Tensor]) -> list[str]:
         tok = self.tokenizer
@@ -131,7 +136,7 @@ class Seq2SeqModule(DialogueModule):
         self,
         contexts: Sequence[Sequence[str]],
         max_source_length: int = 100,
-        personas: Sequence[Sequence[str] | str] | None = None,
+        personas: Personas = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw-text contexts -> padded source ids (B, S) ending in <eos>, and their lengths.
 
@@ -141,27 +146,12 @@ class Seq2SeqModule(DialogueModule):
         tok = self.tokenizer
         rows = []
         for k, ctx in enumerate(contexts):
-            persona = personas[k] if personas else ()
-            persona = [persona] if isinstance(persona, str) else list(persona)
-            ids = tok.encode_context(persona, ctx)[-(max_source_length - 1) :]
+            ids = tok.encode_context(persona_lines(personas, k), ctx)[-(max_source_length - 1) :]
             rows.append([*ids, tok.eos_id])
         src = torch.full((len(rows), max(map(len, rows))), tok.pad_id, dtype=torch.long)
         for i, row in enumerate(rows):
             src[i, : len(row)] = torch.tensor(row)
         return src.to(self.device), torch.tensor([len(r) for r in rows])
-
-    @torch.no_grad()
-    def reply(
-        self,
-        contexts: Sequence[Sequence[str]],
-        personas: Sequence[Sequence[str] | str] | None = None,
-        decoding: DecodingConfig | None = None,
-        max_source_length: int = 100,
-    ) -> list[str]:
-        with eval_mode(self):
-            src, lengths = self.encode_contexts(contexts, max_source_length, personas)
-            ids = self.generate_ids(src, lengths, decoding).tolist()
-        return [self.tokenizer.decode(row) for row in ids]
 
     @torch.no_grad()
     def attention_map(
