@@ -4,12 +4,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
+# eval/chat/serve: a checkpoint's path, or best / last (that checkpoint of the newest run)
+CKPT ?= best
+# more overrides (or options) for a target's command: make train ARGS="trainer.max_epochs=3"
+ARGS ?=
+HELP_VARS := PYTHON VENV TORCH_VERSION CKPT ARGS DIR BENCH
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast lint format train quickstart eval chat serve web report wandb-sweep-check bench clean clean-all
 
-help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+help: ## list the targets (with the values of their variables) and the variables
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+	  | sed $(foreach v,$(HELP_VARS),$(if $($(v)),-e 's|$$($(v))|$($(v))|g')) \
+	  | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}'
+	@printf '\nvariables (make TARGET NAME=value):\n'
+	@$(foreach v,$(HELP_VARS),printf '  %-17s %s\n' '$(v)' '$(if $($(v)),$($(v)),(unset))';)
 
 install: ## create .venv, install torch==$(TORCH_VERSION) (CPU) first, then dialoglab[all,dev]
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,32 +43,32 @@ format: ## ruff autofix + format
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-train: ## train gru_attn on Cornell (downloads the corpus to data/cornell when absent)
-	$(PY) train.py model=gru_attn
+train: ## train gru_attn on Cornell (downloads it to data/cornell when absent): train.py model=gru_attn $(ARGS)
+	$(PY) train.py model=gru_attn $(ARGS)
 
-quickstart: ## train a small chatbot offline on chatterbot-corpus
-	$(PY) train.py experiment=quickstart
+quickstart: ## train a small chatbot offline on chatterbot-corpus: train.py experiment=quickstart $(ARGS)
+	$(PY) train.py experiment=quickstart $(ARGS)
 
-eval: ## evaluate a checkpoint: make eval CKPT=outputs/train/runs/<run>/checkpoints/last.ckpt
-	$(PY) eval.py ckpt_path=$(CKPT)
+eval: ## evaluate a checkpoint: eval.py ckpt_path=$(CKPT) $(ARGS)
+	$(PY) eval.py ckpt_path=$(CKPT) $(ARGS)
 
-chat: ## chat in the terminal: make chat CKPT=.../checkpoints/last.ckpt
-	$(PY) chat.py ckpt_path=$(CKPT)
+chat: ## chat in the terminal: chat.py ckpt_path=$(CKPT) $(ARGS)
+	$(PY) chat.py ckpt_path=$(CKPT) $(ARGS)
 
-serve: ## HTTP API on 127.0.0.1:8000: make serve CKPT=...
-	$(PY) serve.py ckpt_path=$(CKPT)
+serve: ## HTTP API on 127.0.0.1:8000: serve.py ckpt_path=$(CKPT) $(ARGS)
+	$(PY) serve.py ckpt_path=$(CKPT) $(ARGS)
 
-web: ## Streamlit web chat (pick a checkpoint from outputs/)
-	$(VENV)/bin/streamlit run app.py
+web: ## Streamlit web chat on 127.0.0.1:8501 (pick a checkpoint from outputs/): streamlit run app.py $(ARGS)
+	$(VENV)/bin/streamlit run app.py $(ARGS)
 
-report: ## ranked table + plots of the runs under DIR: make report DIR=outputs/train/sweeps/gru_attn_optuna
-	$(PY) -m dialoglab.report $(DIR)
+report: ## ranked table + plots of the runs under DIR: python -m dialoglab.report $(DIR) $(ARGS)
+	$(PY) -m dialoglab.report $(DIR) $(ARGS)
 
 wandb-sweep-check: ## print and compose the commands `wandb agent` would run for the W&B sweep
 	$(PY) -m dialoglab.experiment.wandb_sweep conf/wandb_sweep/gru_attn.yaml
 
 bench: ## benchmarks (< 15 min on 2 cores; BENCH="--only data --quick"): outputs/bench/<date>/
-	$(PY) -m benchmarks $(BENCH)
+	$(PY) -m benchmarks $(BENCH) $(ARGS)
 
 clean: ## remove caches and build artefacts (keeps outputs/ and data/)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -42,6 +42,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "reply latency p50/p95 and throughput, fp32, int8, int8 with accel=none",
     ),
     "chat": ("benchmarks.chat_latency:run", "Chatbot.reply latency of a trained checkpoint"),
+    "decoding": (
+        "benchmarks.decoding:run",
+        "BLEU, distinct-2, unk_rate, ... and p50 per decoding of a checkpoint on its val split",
+    ),
     "speed_paths": (
         "benchmarks.speed_paths:run",
         "training epoch time and tokens/s, accel=auto vs none",
@@ -125,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated: {', '.join(BENCHES)}")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the code runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every child")
-    parser.add_argument("--ckpt", default=None, help="checkpoint for `chat` (default: newest)")
+    parser.add_argument(
+        "--ckpt", default=None, help="checkpoint for `chat`, `decoding` (default: newest)"
+    )
     parser.add_argument("--out", default=None, help="output folder (default outputs/bench/<date>)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = parser.parse_args(argv)

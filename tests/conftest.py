@@ -27,6 +27,9 @@ CORNELL_SUBSET = REPO_ROOT.parent / "shared" / "data" / "cornell-subset"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Child processes often get a fresh HOME (no user config); they keep the real cache directory, so
+# they load the C++ extension `make install` built instead of building their own.
+os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ CATALOGUE = [
             cornell(t, convs=[*CONVERSATIONS, "u0 +++$+++ u2 +++$+++ m0 +++$+++ ['L1', 'L77']"]),
             strict=True,
         ),
-        f"{CONVERSATIONS_FILE}:2: conversation references unknown line id",
+        f"{CONVERSATIONS_FILE}:2: conversation references a line id missing from movie_lines.txt",
     ),
     Case(
         "JSONL invalid JSON at line N",

@@ -11,19 +11,23 @@ from lightning.pytorch import Callback
 
 class KillAtStep(Callback):
     """SIGKILL this process after optimizer step `step` (mid-epoch), or at the start of epoch
-    `epoch` (just after the previous epoch's validation and checkpoints)."""
+    `epoch` (just after the previous epoch's validation and checkpoints). With SIGSTOP instead,
+    the process hangs without closing its sockets, as a frozen node does."""
 
-    def __init__(self, step: int | None = None, epoch: int | None = None) -> None:
+    def __init__(
+        self, step: int | None = None, epoch: int | None = None, signum: int = signal.SIGKILL
+    ) -> None:
         self.step = step
         self.epoch = epoch
+        self.signum = signum
 
     def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
         if self.step is not None and trainer.global_step >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signum)
 
     def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
         if self.epoch is not None and trainer.current_epoch >= self.epoch:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signum)
 
 
 class NanAtStep(Callback):
@@ -52,7 +56,7 @@ class NanAtStep(Callback):
 
 def main() -> None:
     """`python tests/helpers/crash.py OVERRIDES...`: train.py, plus the callback named in
-    DIALOGLAB_TEST_CRASH ("kill_step=30", "kill_epoch=1" or "nan_step=5"), which stays out of the
+    DIALOGLAB_TEST_CRASH ("kill_step=30", "kill_epoch=1", "stop_step=10" or "nan_step=5"), which stays out of the
     run's config (so the config, and its resume key, are those of a plain train.py run)."""
     import sys
     from pathlib import Path
@@ -65,6 +69,7 @@ def main() -> None:
         "kill_step": lambda: KillAtStep(step=int(value)),
         "kill_epoch": lambda: KillAtStep(epoch=int(value)),
         "nan_step": lambda: NanAtStep(step=int(value)),
+        "stop_step": lambda: KillAtStep(step=int(value), signum=signal.SIGSTOP),
     }[kind]
     original = train_module.instantiate_callbacks
     train_module.instantiate_callbacks = lambda cfg: [*original(cfg), extra()]

@@ -102,3 +102,43 @@ def write_synthetic_cornell(
         ("\n".join(conv_rows) + "\n").encode("latin-1")
     )
     return {"lines": line_no, "conversations": n_conversations, "movies": n_movies}
+
+
+def write_small_cornell(
+    folder: str | Path,
+    n_movies: int = 4,
+    convs_per_movie: int = 5,
+    *,
+    newline: str = "\n",
+    encoding: str = "latin-1",
+    restart_ids: bool = False,
+    keep_lines: float = 1.0,
+    word: str = "word",
+) -> dict[str, int]:
+    """A small corpus in the release's format, as varied exports write it: `newline` ("\\r\\n"
+    for CRLF), `encoding` (e.g. utf-8 with a Cyrillic `word`), line ids restarting at L1 in
+    every movie (`restart_ids`), and only the first `keep_lines` share of each movie's line rows
+    (a truncated or mismatched movie_lines.txt). Every line's text is different (each pair is
+    unique), three lines a conversation; returns the numbers of movies, conversations, lines."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    line_rows: list[str] = []
+    conv_rows: list[str] = []
+    line_no = 0
+    for movie in range(n_movies):
+        movie_lines: list[str] = []
+        for conv in range(convs_per_movie):
+            ids = []
+            for turn in range(3):
+                line_no += 1
+                number = len(movie_lines) + 1 if restart_ids else line_no
+                line_id = f"L{number}"
+                text = f"{word} {movie} {conv} {turn} {'why?' if turn % 2 == 0 else 'because.'}"
+                speaker = f"u{movie}{turn % 2}"
+                movie_lines.append(SEP.join((line_id, speaker, f"m{movie}", "NAME", text)))
+                ids.append(line_id)
+            conv_rows.append(SEP.join((f"u{movie}0", f"u{movie}1", f"m{movie}", str(ids))))
+        line_rows += movie_lines[: round(len(movie_lines) * keep_lines)]
+    for name, rows in (("movie_lines.txt", line_rows), ("movie_conversations.txt", conv_rows)):
+        (folder / name).write_bytes((newline.join(rows) + newline).encode(encoding))
+    return {"movies": n_movies, "conversations": len(conv_rows), "lines": line_no}

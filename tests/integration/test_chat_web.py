@@ -1,18 +1,23 @@
-"""`streamlit run app.py`: with Streamlit's AppTest, and in a real headless Chromium."""
+"""`streamlit run app.py`: with Streamlit's AppTest, and in a real headless Chromium driven by
+Playwright."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port, running_server
 from tests.helpers.run_if import run_if
-from tests.integration.cdp import Browser, find_chromium
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 APP = REPO_ROOT / "app.py"
 TIMEOUT = 120  # model imports are slow on a loaded machine
@@ -65,7 +70,8 @@ def test_app_decoding_controls(app_env: Path) -> None:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     decoding = next(s for s in at.sidebar.selectbox if s.label == "Decoding preset")
-    assert decoding.value == "beam"
+    assert decoding.value == "default"  # conf/decoding/default.yaml, as chat.py and serve.py
+    decoding.set_value("beam").run()
     early = next(c for c in at.sidebar.checkbox if c.label == "Stop at the first finished beams")
     assert early.value is False
     early.check().run()
@@ -135,51 +141,57 @@ def streamlit_server(app_env: Path, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-MESSAGES = '[data-testid="stChatMessage"]'
-CONTENT = '[data-testid="stChatMessageContent"]'  # a message without its avatar
-INPUT = '[data-testid="stChatInputTextArea"]'
+def chromium_path() -> str:
+    """The system Chromium (Playwright's own browser download is not reachable here)."""
+    found = (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome"))
+    path = next((p for p in found if p), None)
+    assert path is not None, "run_if(chromium=True) should have skipped this test"
+    return path
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """A page of a real headless Chromium, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()
 
 
 @run_if(chromium=True)  # without it, the AppTest tests above cover the app
 def test_real_browser_types_a_message_and_sees_the_reply(
-    streamlit_server: str, tmp_path: Path
+    streamlit_server: str, page: Page, tmp_path: Path
 ) -> None:
-    chromium = find_chromium()
-    assert chromium is not None
-    with Browser(chromium) as browser:
-        browser.navigate(streamlit_server)
-        browser.wait_for(f"!!document.querySelector('{INPUT}')", timeout=TIMEOUT)
-        for text, expected in [
-            ("hi, my name is Ana and I love jazz", None),
-            ("what's my name?", "Your name is Ana."),
-        ]:
-            count = browser.evaluate(f"document.querySelectorAll('{MESSAGES}').length")
-            browser.evaluate(f"document.querySelector('{INPUT}').focus()")
-            browser.type_text(text)
-            browser.press_enter()
-            # The reply's message box (with its avatar) appears before its text: wait for both.
-            texts = (
-                f"Array.from(document.querySelectorAll('{MESSAGES}'))"
-                f".map(e => (e.querySelector('{CONTENT}') || e).innerText.trim())"
-            )
-            browser.wait_for(
-                f"(() => {{ const t = {texts}; return t.length >= {count + 2} && "
-                f"t[t.length - 1].includes({json.dumps(expected or '')}) && "
-                "t[t.length - 1].length > 0; })()",
-                timeout=TIMEOUT,
-            )
-            shown = browser.evaluate(texts)
-            assert text in shown[-2]
-            reply = shown[-1]
-            assert reply.strip()
-            if expected:
-                assert expected in reply
-        sidebar = browser.evaluate(
-            "document.querySelector('[data-testid=\"stSidebar\"]').innerText"
-        )
-        assert "Ana" in sidebar and "jazz" in sidebar
-        screenshot = browser.screenshot(tmp_path / "web_ui.png")
-        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        target = os.environ.get("DIALOGLAB_SCREENSHOT")
-        if target:
-            Path(target).write_bytes(screenshot.read_bytes())
+    from playwright.sync_api import expect
+
+    wait = {"timeout": TIMEOUT * 1000}  # ms; the first reply loads the model
+    page.set_default_timeout(TIMEOUT * 1000)
+    page.goto(streamlit_server)
+    messages = page.get_by_test_id("stChatMessage")
+    chat_input = page.get_by_test_id("stChatInputTextArea")
+    turns = [("hi, my name is Ana and I love jazz", None), ("what's my name?", "Your name is Ana.")]
+    for i, (text, expected) in enumerate(turns):
+        chat_input.fill(text)
+        chat_input.press("Enter")
+        expect(messages).to_have_count(2 * i + 2, **wait)
+        # a message box (with its avatar) appears before its text: expect() waits for both
+        said = messages.nth(2 * i).get_by_test_id("stChatMessageContent")
+        reply = messages.nth(2 * i + 1).get_by_test_id("stChatMessageContent")
+        expect(said).to_contain_text(text, **wait)
+        expect(reply).to_have_text(re.compile(r"\S"), **wait)
+        if expected:
+            expect(reply).to_contain_text(expected, **wait)
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar).to_contain_text("Ana", **wait)
+    expect(sidebar).to_contain_text("jazz", **wait)
+    screenshot = page.screenshot(path=tmp_path / "web_ui.png", full_page=True)
+    assert screenshot[:8] == b"\x89PNG\r\n\x1a\n"
+    target = os.environ.get("DIALOGLAB_SCREENSHOT")
+    if target:
+        Path(target).write_bytes(screenshot)

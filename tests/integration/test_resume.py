@@ -20,7 +20,7 @@ from tests.integration.test_train import run_cli
 
 pytestmark = pytest.mark.slow
 
-# chatterbot: 51 training batches an epoch at batch_size 32; two epochs = 102 optimizer steps.
+# chatterbot: some 50 training batches an epoch at batch_size 32; two epochs of optimizer steps.
 RUN = [
     "data=chatterbot",
     *TINY_GRU,
@@ -89,7 +89,7 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(
     assert (crashed_dir / "finished").exists()
     loss, steps = final(crashed_dir)
     print(f"\nfinal val/loss: uninterrupted {uninterrupted[0]!r}, resumed {loss!r}; steps {steps}")
-    assert steps == uninterrupted[1] == 102
+    assert steps == uninterrupted[1] > 60  # two epochs, past the kill
     assert loss == pytest.approx(uninterrupted[0], abs=1e-6, rel=0)
 
     # CSV metrics were appended to, not replaced.
@@ -103,7 +103,9 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(
     assert find_unfinished_run(crashed_dir.parent, key, exclude=tmp_path / "elsewhere") is None
 
 
-def test_resume_auto_skips_a_corrupt_last_checkpoint(tmp_path: Path) -> None:
+def test_resume_auto_skips_a_corrupt_last_checkpoint(
+    uninterrupted: tuple[float, int], tmp_path: Path
+) -> None:
     crashed = crash(KILL_MID_EPOCH, *RUN, cwd=tmp_path)
     assert crashed.returncode == -signal.SIGKILL
     (crashed_dir,) = runs(tmp_path)
@@ -115,4 +117,27 @@ def test_resume_auto_skips_a_corrupt_last_checkpoint(tmp_path: Path) -> None:
     assert resumed.returncode == 0, out[-3000:]
     assert f"skipping {last}" in out and "not a readable PyTorch checkpoint" in out
     assert "step_0000028.ckpt" in out  # the previous good checkpoint
-    assert final(crashed_dir)[1] == 102
+    assert final(crashed_dir)[1] == uninterrupted[1]
+
+
+DDP_RUN = [*RUN, "trainer=ddp_cpu", "trainer.max_epochs=1"]  # two processes over gloo
+
+
+def test_ddp_sigkill_then_resume_auto_matches_uninterrupted_run(tmp_path: Path) -> None:
+    """Rank 0 SIGKILLed mid-epoch; rank 1 stops (its peer is gone). resume=auto restores each
+    rank's data position in its shard and its own RNG states: the run ends as one never killed."""
+    (tmp_path / "full").mkdir()
+    full = run_cli("train.py", *DDP_RUN, cwd=tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    expected = final(runs(tmp_path / "full")[0])
+
+    crashed = crash("kill_step=10", *DDP_RUN, cwd=tmp_path)  # newest checkpoint: step 8
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
+    (crashed_dir,) = runs(tmp_path)
+    resumed = run_cli("train.py", *DDP_RUN, "resume=auto", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resume=auto: continuing {crashed_dir}" in resumed.stdout + resumed.stderr
+    loss, steps = final(crashed_dir)
+    print(f"\nDDP final val/loss: uninterrupted {expected[0]!r}, resumed {loss!r}; steps {steps}")
+    assert steps == expected[1]
+    assert loss == pytest.approx(expected[0], abs=1e-6, rel=0)

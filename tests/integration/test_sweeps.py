@@ -165,7 +165,7 @@ def test_optuna_failed_trial_is_recorded_and_the_study_resumes(
     assert results["best_value"] == pytest.approx(best["metrics"]["val/ppl_best"])
     before = {r.name: (r / "metrics.json").stat().st_mtime for r in (runs[0], runs[2])}
 
-    # The same command with n_trials=4 continues the study from the journal: one more trial.
+    # The same command with n_trials=4 continues the study in its storage: one more trial.
     result = run_cli("train.py", *OPTUNA, "hydra.sweeper.n_trials=4", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 of n_trials=4 done, 1 to run" in result.stdout + result.stderr
@@ -182,14 +182,20 @@ def test_report_on_a_sweep(optuna_sweep: tuple[Path, Path]) -> None:
     report = build_report(sweep_dir)
     n_runs = len(job_dirs(sweep_dir))
     assert len(report.runs) == n_runs
-    lines = [line for line in report.markdown.read_text().splitlines() if line.startswith("| ")]
+    runs_part, _, study_part = report.markdown.read_text().partition("## Optuna study")
+    lines = [line for line in runs_part.splitlines() if line.startswith("| ")]
     assert len(lines) == n_runs + 2  # header, alignment, one row per run
+    # the study's trial states and parameter importances, read from its Optuna storage
+    states = [t["state"] for t in read_trials(sweep_dir)]
+    counts = f"{states.count('COMPLETE')} complete, {states.count('FAIL')} failed"
+    assert f"Trials: {counts}." in study_part and "| model.net.attention |" in study_part
     assert report.runs[0].status == "ok"
     assert report.runs[-1].status == "failed"  # the crashed trial is ranked last
     assert "model.net.attention must be one of" in lines[-1]
     assert "model.net.attention" in lines[0] and "val/ppl_best" in lines[0]
     html = report.html.read_text()
-    assert html.count("<tr>") == n_runs + 1 and "<img" in html
+    assert html.split("</table>")[0].count("<tr>") == n_runs + 1 and "<img" in html
+    assert "<h2>Optuna study gru_attn_optuna</h2>" in html
     names = {p.name for p in report.plots}
     assert {"param_model.net.attention.png", "learning_curves.png"} <= names
     for plot in report.plots:
@@ -229,7 +235,9 @@ def test_optuna_presets_compose_with_a_stable_sweep_dir(hydra_cfg, tmp_path: Pat
     assert sweeper.direction == "minimize" and cfg.optimized_metric == "val/ppl_best"
     # no date in the sweep dir: the same command finds the same study again
     assert cfg.hydra.sweep.dir == str(tmp_path / "outputs" / "train" / "sweeps" / preset)
-    assert sweeper.journal == f"{cfg.hydra.sweep.dir}/trials.sqlite"
+    assert sweeper.storage is None  # SQLite in the sweep dir: sqlite:///<dir>/optuna.sqlite
+    assert sweeper.pruner == "median" and sweeper._recursive_ is False
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 1234
     for key in sweeper.params:  # every searched key exists in the composed config
         assert OmegaConf.select(cfg, key) is not None, key
     assert hydra_cfg([f"hparams_search={preset}"]).hydra.sweep.dir == cfg.hydra.sweep.dir

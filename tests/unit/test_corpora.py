@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import zipfile
 from pathlib import Path
 
 import pytest
-import requests
 
 from dialoglab.data.corpora import cornell
 from dialoglab.data.corpora.base import CorpusReader
 from dialoglab.data.corpora.chatterbot import ChatterbotReader
-from dialoglab.data.corpora.cornell import CornellReader, download_cornell
+from dialoglab.data.corpora.cornell import CornellReader
 from dialoglab.data.corpora.persona_jsonl import PersonaJsonlReader
 from dialoglab.errors import DataError
 
@@ -97,14 +94,21 @@ def test_cornell_skips_and_counts_problems(
     assert len(dialogues) == 2
     assert stats.skipped == {
         "malformed line row (expected 5 fields)": 1,
-        "conversation references unknown line id": 1,
+        "conversation references a line id missing from movie_lines.txt": 1,
         "empty text": 2,
         "fewer than 2 turns": 1,
         "malformed utterance id list": 2,
         "malformed conversation row (expected 4 fields)": 1,
     }
-    assert stats.first_problems[0] == "movie_lines.txt:6: malformed line row (expected 5 fields)"
-    assert "movie_conversations.txt:3: conversation references unknown line id" in stats.summary()
+    assert stats.examples["malformed line row (expected 5 fields)"] == ["movie_lines.txt:6"]
+    assert stats.examples["empty text"] == [
+        "movie_conversations.txt:4",
+        "movie_conversations.txt:5",
+    ]
+    assert (
+        "  1 conversation references a line id missing from movie_lines.txt (e.g. "
+        "movie_conversations.txt:3)" in stats.summary().splitlines()
+    )
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "skipped 8" in warnings[0].getMessage()
 
@@ -114,7 +118,7 @@ def test_cornell_skips_and_counts_problems(
     [
         ([*GOOD_LINES, "L9 junk"], GOOD_CONVS, "movie_lines.txt", 6, "malformed line row"),
         (GOOD_LINES, [*GOOD_CONVS, conv_row("m0", ["L1", "L99"])], "movie_conversations.txt", 3,
-         "unknown line id"),
+         "line id missing from movie_lines.txt"),
         ([line_row("L0", "u0", "m0", ""), *GOOD_LINES], [conv_row("m0", ["L0", "L1"])],
          "movie_conversations.txt", 1, "empty text"),
         (GOOD_LINES, [GOOD_CONVS[0], S.join(["u0", "u1", "m0", "L1, L2"])],
@@ -216,7 +220,7 @@ def test_convokit_orders_by_reply_chain(tmp_path: Path) -> None:
     assert by_id["m7:L10"].group == "m7" and by_id["L20:L20"].group == "L20"
     assert stats.total_skipped == 4
     assert "missing key 'text'" in stats.skipped
-    assert "utterances.jsonl:5" in stats.first_problems[0]
+    assert "utterances.jsonl:5" in stats.summary()
     with pytest.raises(DataError, match=r"utterances.jsonl:5: invalid JSON"):
         CornellReader(tmp_path, strict=True, download=False).read()
 
@@ -230,92 +234,6 @@ def test_convokit_falls_back_to_id_order(tmp_path: Path) -> None:
     (tmp_path / "utterances.jsonl").write_text("\n".join(rows), encoding="utf-8")
     dialogues, _ = CornellReader(tmp_path, download=False).read()
     assert [t.text for t in dialogues[0].turns] == ["x", "y", "z"]
-
-
-# -- download -------------------------------------------------------------------------------
-
-
-def make_zip(folder: str = "cornell movie-dialogs corpus") -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(f"{folder}/movie_lines.txt", "\n".join(GOOD_LINES).encode("latin-1"))
-        zf.writestr(f"{folder}/movie_conversations.txt", "\n".join(GOOD_CONVS))
-        zf.writestr(f"{folder}/README.txt", "readme")
-        zf.writestr(f"__MACOSX/{folder}/._movie_lines.txt", "junk")
-    return buf.getvalue()
-
-
-class FakeResponse:
-    def __init__(self, payload: bytes, fail_after: int | None = None) -> None:
-        self.payload = payload
-        self.fail_after = fail_after
-        self.headers = {"content-length": str(len(payload))}
-
-    def __enter__(self) -> FakeResponse:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def raise_for_status(self) -> None:
-        return None
-
-    def iter_content(self, chunk_size: int = 1):
-        for start in range(0, len(self.payload), 100):
-            if self.fail_after is not None and start >= self.fail_after:
-                raise requests.exceptions.ChunkedEncodingError("connection reset")
-            yield self.payload[start : start + 100]
-
-
-def test_download_extracts_and_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
-    def fake_get(url: str, **kwargs: object) -> FakeResponse:
-        calls.append((url, kwargs))
-        return FakeResponse(make_zip())
-
-    monkeypatch.setattr(requests, "get", fake_get)
-    dest = tmp_path / "data" / "cornell"
-    dialogues, _ = CornellReader(dest, url="http://example.test/c.zip").read()
-    assert len(dialogues) == 2
-    assert sorted(p.name for p in dest.iterdir()) == ["movie_conversations.txt", "movie_lines.txt"]
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["cornell"]  # zip and temp dir gone
-    assert calls[0][0] == "http://example.test/c.zip" and calls[0][1]["stream"] is True
-
-
-def test_download_offline_fails_fast_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def offline(url: str, **kwargs: object) -> None:
-        raise requests.exceptions.ConnectionError("Name or service not known")
-
-    monkeypatch.setattr(requests, "get", offline)
-    dest = tmp_path / "cornell"
-    with pytest.raises(DataError) as e:
-        CornellReader(dest).read()
-    message = str(e.value)
-    assert "could not download the Cornell corpus" in message and "offline" in message
-    assert str(dest.resolve()) in message and "data.path=" in message
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    ("payload", "fail_after", "match"),
-    [
-        (make_zip(), 200, "could not download"),
-        (b"<html>not a zip</html>", None, "not a valid zip"),
-        (make_zip(folder="other"), None, "has no cornell movie-dialogs corpus/movie_lines.txt"),
-    ],
-)
-def test_download_bad_payload_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, payload: bytes, fail_after: int | None,
-    match: str,
-) -> None:  # fmt: skip
-    monkeypatch.setattr(requests, "get", lambda url, **kw: FakeResponse(payload, fail_after))
-    dest = tmp_path / "cornell"
-    with pytest.raises(DataError, match=match):
-        download_cornell(dest, "http://example.test/c.zip")
-    assert list(tmp_path.iterdir()) == []
 
 
 # -- chatterbot-corpus -----------------------------------------------------------------------
@@ -401,7 +319,7 @@ def test_persona_errors_name_line(tmp_path: Path, bad: str, match: str) -> None:
     assert e.value.line == 4 and "p.jsonl:4: " in str(e.value)
     dialogues, stats = PersonaJsonlReader(path, strict=False).read()
     assert len(dialogues) == 2 and stats.total_skipped == 1
-    assert stats.first_problems[0].startswith("p.jsonl:4: ")
+    assert "(e.g. p.jsonl:4)" in stats.summary()
 
 
 def test_persona_empty_and_missing_file(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from dialoglab.data.corpora.chatterbot import ChatterbotReader
 from dialoglab.data.corpora.cornell import CornellReader
 from dialoglab.data.datamodule import DialogueDataModule
-from dialoglab.data.dialogue import Dialogue, Turn, build_examples, split_by_group
+from dialoglab.data.dialogue import Dialogue, Example, Turn, build_examples, split_by_group
+from dialoglab.data.splitting import deduplicate, pair_keys
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.errors import ConfigError, DataError
 
@@ -105,3 +107,60 @@ def test_bad_settings_name_the_key(tmp_path: Path) -> None:
         make_dm(tmp_path, None, batch_size=0)
     with pytest.raises(ConfigError, match="data.length_policy"):
         make_dm(tmp_path, None, length_policy="cut")
+
+
+def ex(context: str, reply: str) -> Example:
+    return Example((context,), reply)
+
+
+def test_deduplicate_moves_repeats_to_the_earliest_split() -> None:
+    examples = {
+        "train": [ex("Hi!", "hello"), ex("a", "b")],
+        "val": [ex("hi !", "Hello"), ex("c", "d"), ex("c", "d")],
+        "test": [ex("C", "D."), ex("C", "D"), ex("e", "f"), ex("a", "b")],
+    }
+    out, stats = deduplicate(examples)
+    assert out == {
+        "train": [ex("Hi!", "hello"), ex("a", "b"), ex("hi !", "Hello"), ex("a", "b")],
+        "val": [ex("c", "d"), ex("c", "d"), ex("C", "D")],  # a repeat within a split stays
+        "test": [ex("C", "D."), ex("e", "f")],  # "D." is not "D": punctuation is kept
+    }
+    assert stats.repeated == 4
+    assert stats.moved == {"val->train": 1, "test->val": 1, "test->train": 1}
+    assert "1 test -> train" in stats.describe()
+
+
+def test_chatterbot_test_pairs_never_appear_in_training() -> None:
+    """chatterbot-corpus repeats Q/As across conversations: de-duplicated, no val/test pair is a
+    training pair; without it, some are (what made the quickstart's BLEU a memorisation score)."""
+
+    def overlap(dm: DialogueDataModule) -> tuple[int, int]:
+        examples = dm.examples_by_split(dm.make_reader())
+        train = set(pair_keys(examples["train"]))
+        held_out = pair_keys(examples["val"] + examples["test"])
+        return sum(k in train for k in held_out), len(held_out)
+
+    make = functools.partial(DialogueDataModule, ChatterbotReader, WordTokenizer(), cache_dir=None)
+    assert overlap(make(deduplicate=False))[0] > 50
+    dm = make()
+    shared, held_out = overlap(dm)
+    assert shared == 0 and held_out > 100
+    moved = dm.read_stats["duplicates"]["moved"]
+    assert moved.get("test->train", 0) > 50 and moved.get("val->train", 0) > 50
+
+
+def test_split_all_scores_every_dialogue_with_a_given_vocabulary(tmp_path: Path) -> None:
+    """data.split=all: every example in test; fine for a checkpoint's fitted tokenizer (eval),
+    a clear error when a tokenizer would have to be fitted on no training example."""
+    trained = make_dm(write_cornell(tmp_path / "a"), None)
+    trained.setup()
+    other = write_cornell(tmp_path / "b", n_movies=2, convs_per_movie=3)
+    reader = functools.partial(CornellReader, download=False)
+    dm = DialogueDataModule(reader, trained.tokenizer, path=str(other), split="all", cache_dir=None)
+    dm.setup()
+    assert [len(dm.splits[name]) for name in ("train", "val", "test")] == [0, 0, 2 * 3 * 2]
+    assert len(next(iter(dm.test_dataloader()))["src"]) == 12
+    with pytest.raises(DataError, match="training split holds no example"):
+        make_dm(other, None, split="all").setup()
+    with pytest.raises(ConfigError, match="data.split must be 3 ratios .* or 'all'"):
+        make_dm(other, None, split="most")

@@ -72,15 +72,15 @@ def test_gpt2_checkpoint_replies_as_before() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("checkpoint", [GRU_ATTN, GPT2], ids=["gru_attn", "gpt2"])
 def test_eval_cli_scores_a_legacy_checkpoint_on_new_data(tmp_path: Path, checkpoint: Path) -> None:
-    """`python eval.py ckpt_path=<old checkpoint> +data.path=...`: the data it was trained on is
+    """`python eval.py ckpt_path=<old checkpoint> data.path=...`: the data it was trained on is
     gone, so it is scored on new synthetic persona data, as a user would point it."""
     data = write_persona_jsonl(tmp_path / "data" / "persona.jsonl", n_lines=60, n_personas=6)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = run_script(
         "eval.py",
         f"ckpt_path={checkpoint}",
-        f"+data.path={data}",
-        f"+data.cache_dir={tmp_path / 'cache'}",
+        f"data.path={data}",
+        f"data.cache_dir={tmp_path / 'cache'}",
         "trainer.accelerator=cpu",
         "trainer.limit_test_batches=1",
         cwd=tmp_path,

@@ -90,6 +90,6 @@ def test_find_unfinished_run(tmp_path: Path) -> None:
     make_run(tmp_path, "b", "k1", finished=True)
     make_run(tmp_path, "c", "k2")
     torn = make_run(tmp_path, "d", "k1", good=False)  # newest: last.ckpt is corrupt
-    run, ckpt, content = find_unfinished_run(tmp_path, "k1", exclude=tmp_path / "new")
+    run, ckpt, content, _ = find_unfinished_run(tmp_path, "k1", exclude=tmp_path / "new")
     assert run == torn and ckpt.name == "step_0000001.ckpt" and content["global_step"] == 1
     assert find_unfinished_run(tmp_path, "k3", exclude=tmp_path / "new") is None

@@ -47,6 +47,7 @@ from dialoglab.generation import DecodingConfig
 MAX_INPUT_CHARS = 1000
 DEFAULT_QUANTIZE = "auto"  # as conf/chat.yaml and conf/serve.yaml: int8 on the CPU
 PRESETS_DIR = CONFIG_DIR / "decoding"  # decoding presets by name ("beam") come from here
+DEFAULT_DECODING = "default"  # conf/decoding/default.yaml: chosen by benchmarks/decoding.py
 MAX_HISTORY_TURNS = 100  # turns kept per session (the model reads only the last context_turns)
 EMPTY_PROMPT = "Say something and I'll reply. Type /help for commands."
 
@@ -109,7 +110,9 @@ class Session:
 
 
 def decoding_config(value: Any = None, **overrides: Any) -> DecodingConfig:
-    """A DecodingConfig from None, a preset name of conf/decoding/, a mapping or a config."""
+    """A DecodingConfig from a preset name of conf/decoding/, a mapping or a config; None is
+    the `default` preset, the one chat.py, serve.py and the web app start with."""
+    value = DEFAULT_DECODING if value is None else value
     return DecodingConfig.from_any(value, presets_dir=PRESETS_DIR, **overrides)
 
 

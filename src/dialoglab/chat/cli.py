@@ -58,7 +58,8 @@ def describe_decoding(bot: Chatbot) -> str:
     d = bot.decoding
     strategy = d.effective_strategy
     if strategy == "beam":
-        return f"beam search, {d.num_beams} beams"
+        mmi = f", MMI reranking (lambda {d.mmi_lambda:g})" if d.mmi_lambda else ""
+        return f"beam search, {d.num_beams} beams{mmi}"
     if strategy == "sample":
         return f"sampling, temperature {d.temperature}, top-k {d.top_k}, top-p {d.top_p}"
     return "greedy"

@@ -24,6 +24,7 @@ from typing import Any
 import streamlit as st
 
 from dialoglab.chat.bot import (
+    DEFAULT_DECODING,
     DEFAULT_QUANTIZE,
     PRESETS_DIR,
     Attention,
@@ -98,7 +99,9 @@ def decoding_controls(bot: Chatbot) -> DecodingConfig:
     """Widgets for a decoding preset and its fields; returns the resulting config."""
     presets = preset_names(PRESETS_DIR)
     preset = st.selectbox(
-        "Decoding preset", presets, index=presets.index("beam") if "beam" in presets else 0
+        "Decoding preset",
+        presets,
+        index=presets.index(DEFAULT_DECODING) if DEFAULT_DECODING in presets else 0,
     )
     base = decoding_config(preset)
     k = f"dec_{preset}_"  # a new preset starts from its own values
@@ -125,6 +128,15 @@ def decoding_controls(bot: Chatbot) -> DecodingConfig:
             base.early_stopping,
             key=k + "early",
             help="Shorter replies; off: search until no beam can beat the finished ones",
+        )
+        values["mmi_lambda"] = st.slider(
+            "MMI lambda (0 = off)",
+            0.0,
+            1.0,
+            min(base.mmi_lambda, 1.0),
+            0.05,
+            key=k + "mmi",
+            help="Rerank finished beams against replies likely after any message (seq2seq)",
         )
     if strategy == "sample":
         values["temperature"] = st.slider(

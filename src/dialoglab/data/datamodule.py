@@ -16,22 +16,22 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dialoglab.data.cache import CACHE_FORMAT, atomic_torch_save, cache_key, load_cache
-from dialoglab.data.dialogue import Example, build_examples, split_by_group
+from dialoglab.data.dialogue import Example, build_examples
 from dialoglab.data.encoded import EncodedPairs
 from dialoglab.data.resumable import (
     ResumableDataLoader,
+    ResumableDistributedSampler,
     ResumableShuffleSampler,
     train_batches_done,
 )
 from dialoglab.data.samplers import UnpaddedDistributedSampler, world
 from dialoglab.data.sampling import BucketBatchSampler, BucketDataLoader
+from dialoglab.data.splitting import SPLITS, DedupStats, deduplicate, split_dialogues, split_ratios
 from dialoglab.data.tokenization import WordTokenizer
 from dialoglab.data.tokenizer_protocol import Tokenizer
 from dialoglab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 @contextmanager
@@ -67,8 +67,10 @@ class DialogueDataModule(LightningDataModule):
         context_turns: int = 0,
         max_length: int = 10,
         length_policy: str = "filter",
-        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split: tuple[float, float, float] | str = (0.8, 0.1, 0.1),
         split_seed: int = 0,
+        split_by: str | None = None,
+        deduplicate: bool = True,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -85,10 +87,6 @@ class DialogueDataModule(LightningDataModule):
             )
         if max_length < 2:
             raise ConfigError(f"data.max_length must be >= 2 (words + <eos>), got {max_length}")
-        if len(split) != 3:
-            raise ConfigError(
-                f"data.split must have 3 ratios (train, val, test), got {list(split)}"
-            )
         self.reader_factory = reader
         self.tokenizer: Tokenizer = tokenizer if tokenizer is not None else WordTokenizer()
         self.vocab_given = self.tokenizer.fitted  # a checkpoint's vocabulary: never refitted
@@ -97,8 +95,10 @@ class DialogueDataModule(LightningDataModule):
         self.context_turns = context_turns
         self.max_length = max_length
         self.length_policy = length_policy
-        self.split = tuple(float(r) for r in split)
+        self.split = split_ratios(split)
         self.split_seed = split_seed
+        self.split_by = split_by
+        self.deduplicate = deduplicate
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -116,15 +116,36 @@ class DialogueDataModule(LightningDataModule):
         return self.reader_factory(**kwargs)
 
     def examples_by_split(self, reader: Any) -> dict[str, list[Example]]:
+        """Dialogues split by group (or conversation), as examples without cross-split repeats."""
         dialogues, stats = reader.read()
         self.read_stats = {"dialogues": len(dialogues), "skipped": dict(stats.skipped)}
         if not dialogues:
             raise DataError("the corpus holds no usable dialogue", str(self.path or reader))
-        parts = split_by_group(dialogues, self.split, self.split_seed)
-        return {
+        group_by = getattr(reader, "group_by", "group")
+        parts = split_dialogues(dialogues, self.split, self.split_seed, self.split_by, group_by)
+        self._warn_empty_splits(parts, group_by)
+        examples = {
             name: build_examples(part, self.context_turns)
             for name, part in zip(SPLITS, parts, strict=True)
         }
+        if self.deduplicate:
+            examples, dedup = deduplicate(examples)
+            self.read_stats["duplicates"] = dedup.to_dict()
+            log.info("data: %s", dedup.describe())
+        return examples
+
+    def _warn_empty_splits(self, parts: list[list[Any]], group_by: str) -> None:
+        """Say which split got no dialogue, and how to split a corpus with few groups."""
+        empty = [n for n, p, r in zip(SPLITS, parts, self.split, strict=True) if r > 0 and not p]
+        if empty:
+            groups = len({d.group for p in parts for d in p})
+            log.warning(
+                "the %s split%s no dialogue: only %d %s group%s usable dialogues for "
+                "data.split=%s; set data.split_by=conversation to split by conversation",
+                " and ".join(empty), " gets" if len(empty) == 1 else "s get", groups,
+                "conversation" if self.split_by == "conversation" else group_by,
+                " holds" if groups == 1 else "s hold", list(self.split),
+            )  # fmt: skip
 
     def encode(self, examples: list[Example]) -> EncodedPairs:
         return self.tokenizer.encode_examples(examples, self.max_length, self.length_policy)
@@ -138,6 +159,8 @@ class DialogueDataModule(LightningDataModule):
             "length_policy": self.length_policy,
             "split": list(self.split),
             "split_seed": self.split_seed,
+            "split_by": self.split_by,
+            "deduplicate": self.deduplicate,
         }
 
     def build(self) -> dict[str, Any]:
@@ -151,11 +174,19 @@ class DialogueDataModule(LightningDataModule):
     def _build(self) -> dict[str, Any]:
         reader = self.make_reader()
         examples = self.examples_by_split(reader)
+        counts = {name: len(exs) for name, exs in examples.items()}
+        training = not self.vocab_given  # scoring a checkpoint (eval) needs no training split
+        if training and counts["train"] == 0:
+            raise DataError(
+                f"the training split holds no example (data.split={list(self.split)}): give "
+                "training a positive share, or data.split_by=conversation for a corpus with "
+                "few groups",
+                str(self.path or "corpus"),
+            )
         if not self.tokenizer.fitted:
             self.tokenizer.fit_examples(examples["train"])
         splits = {name: self.encode(exs) for name, exs in examples.items()}
-        counts = {name: len(exs) for name, exs in examples.items()}
-        if len(splits["train"]) == 0:
+        if training and len(splits["train"]) == 0:
             raise DataError(
                 f"all {counts['train']} training examples were dropped by "
                 f"data.max_length={self.max_length}: raise data.max_length or set "
@@ -203,7 +234,11 @@ class DialogueDataModule(LightningDataModule):
     def describe(self) -> str:
         sizes = ", ".join(f"{name} {len(s)}" for name, s in self.splits.items())
         skipped = sum(self.read_stats.get("skipped", {}).values())
-        return f"{sizes} examples; vocabulary {len(self.tokenizer)}; {skipped} corpus rows skipped"
+        text = f"{sizes} examples; vocabulary {len(self.tokenizer)}; {skipped} corpus rows skipped"
+        duplicates = self.read_stats.get("duplicates")
+        if duplicates is not None:
+            text += "; " + DedupStats(duplicates["repeated"], duplicates["moved"]).describe()
+        return text
 
     # -- batches -------------------------------------------------------------------------------
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
@@ -213,7 +248,8 @@ class DialogueDataModule(LightningDataModule):
         if len(split) == 0:
             raise DataError(
                 f"the {name} split is empty: the corpus has too few groups for data.split="
-                f"{list(self.split)}; use a bigger corpus or other ratios",
+                f"{list(self.split)}; set data.split_by=conversation (a corpus with few "
+                "movies), use a bigger corpus or other ratios",
                 str(self.path or "corpus"),
             )
         indices = range(len(split))
@@ -223,9 +259,9 @@ class DialogueDataModule(LightningDataModule):
         sampler: DistributedSampler | None = None
         world_size, rank = world(self.trainer)
         if world_size > 1:
-            if name == "train":
+            if name == "train":  # resumable: each rank continues its shard mid-epoch
                 seed = int(os.environ.get("PL_GLOBAL_SEED", self.split_seed))
-                sampler = DistributedSampler(
+                sampler = ResumableDistributedSampler(
                     indices,  # type: ignore[arg-type]
                     num_replicas=world_size,
                     rank=rank,
@@ -236,11 +272,12 @@ class DialogueDataModule(LightningDataModule):
                 sampler = UnpaddedDistributedSampler(indices, world_size, rank)
         if name == "train" and self.bucket_by_length:
             return self._bucket_loader(split, sampler, shuffle)
-        if name == "train" and shuffle and sampler is None:
-            # One process: seeded shuffling that resumes mid-epoch (see data/resumable.py).
+        if name == "train" and shuffle:
+            # Seeded shuffling that resumes mid-epoch (see data/resumable.py); DDP: its shard.
             return ResumableDataLoader(
                 indices,
                 batch_size=self.batch_size,
+                sampler=sampler,
                 seed=int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed())),
                 batches_done=lambda: train_batches_done(self.trainer),
                 collate_fn=partial(self.tokenizer.collate, split),

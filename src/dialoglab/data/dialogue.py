@@ -37,25 +37,31 @@ class Example:
 
 @dataclass
 class ReadStats:
-    """What a reader skipped, so a user can see how much of the corpus was lost and where."""
+    """What a reader skipped, by kind, with the first few places of each kind, so a user can see
+    how much of the corpus was lost, why, and where to look. A kind never names an id or a line
+    (those go in its examples), so a million skipped rows still summarise in a few lines."""
 
     skipped: dict[str, int] = field(default_factory=dict)
-    first_problems: list[str] = field(default_factory=list)
-    max_reported: int = 5
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    max_examples: int = 3
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        if len(self.first_problems) < self.max_reported:
-            self.first_problems.append(f"{where}: {reason}")
+        places = self.examples.setdefault(reason, [])
+        if len(places) < self.max_examples:
+            places.append(where)
 
     @property
     def total_skipped(self) -> int:
         return sum(self.skipped.values())
 
     def summary(self) -> str:
-        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
-        first = "; ".join(self.first_problems)
-        return f"skipped {self.total_skipped} ({counts}); first: {first}"
+        """`skipped N rows`, then one line per kind, most frequent first, with a few places."""
+        lines = [f"skipped {self.total_skipped} rows"]
+        for reason, n in sorted(self.skipped.items(), key=lambda item: (-item[1], item[0])):
+            places = ", ".join(self.examples.get(reason, []))
+            lines.append(f"  {n} {reason}" + (f" (e.g. {places})" if places else ""))
+        return "\n".join(lines)
 
 
 def build_examples(dialogues: Iterable[Dialogue], context_turns: int) -> list[Example]:

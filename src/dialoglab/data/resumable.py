@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
 class ResumableShuffleSampler(Sampler[int]):
@@ -50,6 +50,31 @@ class ResumableShuffleSampler(Sampler[int]):
         return self.n
 
 
+class ResumableDistributedSampler(DistributedSampler):
+    """This rank's shard of a (seed, epoch) shuffle, as `DistributedSampler` draws it, that can
+    skip the first items of an epoch once: each rank of a resumed DDP run continues its shard."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume: tuple[int, int] | None = None  # (epoch, items to skip)
+
+    def resume_at(self, epoch: int, position: int) -> None:
+        """The next iteration over `epoch` starts after the shard's first `position` items."""
+        self._resume = (int(epoch), max(0, int(position)))
+
+    def __iter__(self) -> Iterator[int]:
+        start = 0
+        if self._resume is not None:
+            epoch, position = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                start = position
+        yield from list(super().__iter__())[start:]
+
+
+RESUMABLE_SAMPLERS = (ResumableShuffleSampler, ResumableDistributedSampler)
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader with `state_dict`/`load_state_dict`, which Lightning's fit loop checkpoints.
 
@@ -85,7 +110,7 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         sampler = self.sampler
-        if not isinstance(sampler, ResumableShuffleSampler):
+        if not isinstance(sampler, RESUMABLE_SAMPLERS):
             return {}
         done = int(self.batches_done()) if self.batches_done is not None else 0
         return {
@@ -97,7 +122,7 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         sampler = self.sampler
-        if not isinstance(sampler, ResumableShuffleSampler) or not state:
+        if not isinstance(sampler, RESUMABLE_SAMPLERS) or not state:
             return
         batch_size = int(state.get("batch_size", self.batch_size or 1))
         sampler.seed = int(state.get("seed", sampler.seed))  # the order the interrupted run used

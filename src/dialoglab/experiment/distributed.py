@@ -7,8 +7,10 @@ that launcher: rank 0 writes its resolved config to `<run dir>/ddp/config.yaml` 
 other local rank as `python -m dialoglab.experiment.ddp_worker <that file>`, which calls the same
 `train(cfg)`. Every rank then checks, over the process group, that all ranks hold the same config
 digest (and writes it to `<run dir>/ddp/rank_<r>.json`), so a mismatch fails loudly instead of
-training silently wrong. When a cluster starts the processes itself (SLURM, torchrun), Lightning's
-own cluster environment is used unchanged and only the check runs.
+training silently wrong. When a cluster starts the processes itself (SLURM, torchrun, nodes
+started by hand with MASTER_ADDR/NODE_RANK), Lightning's own cluster environment is used unchanged
+and only the check runs; a mismatch names the keys that differ. A collective that fails because
+another rank died (or did not answer within `timeout_s`) ends the run with a `TrainingError`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
-from dialoglab.errors import ConfigError
+from dialoglab.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +56,33 @@ _ENV_KEYS = (
 )
 
 
-def config_digest(config: dict[str, Any] | DictConfig) -> str:
-    """sha256 of a resolved config (key order does not matter)."""
+# Config keys that may differ between ranks: loggers write on global rank 0 only, and each node
+# of a multi-node launch composes its own W&B run id and name (rank 0's are the ones used).
+RANK_LOCAL_KEYS = ("logger",)
+
+
+def shared_part(config: dict[str, Any] | DictConfig) -> dict[str, Any]:
+    """The resolved config all ranks must agree on (without `RANK_LOCAL_KEYS`)."""
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)  # type: ignore[assignment]
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    assert isinstance(config, dict)
+    return {k: v for k, v in config.items() if k not in RANK_LOCAL_KEYS}
+
+
+def config_digest(config: dict[str, Any] | DictConfig) -> str:
+    """sha256 of the part of a resolved config every rank must share (key order does not matter)."""
+    blob = json.dumps(shared_part(config), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        found: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            found += config_differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return found
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 class _ChildObserver(threading.Thread):
@@ -181,11 +205,15 @@ class ResolvedConfigLauncher(_SubprocessScriptLauncher):
 class ResolvedConfigDDPStrategy(DDPStrategy):
     """`DDPStrategy` whose ranks all run rank 0's resolved config and verify it (see module doc).
 
-    Configure it like `DDPStrategy` (`process_group_backend`, `find_unused_parameters`, ...).
-    `train()` hands it the run config through `attach_run_config`.
+    Configure it like `DDPStrategy` (`process_group_backend`, `find_unused_parameters`, ...);
+    `timeout_s` bounds how long a rank waits in a collective for the others (torch's default is
+    30 min) before it fails instead of hanging on a dead peer. `train()` hands it the run config
+    through `attach_run_config`.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> None:
+        if timeout_s is not None:
+            kwargs["timeout"] = timedelta(seconds=float(timeout_s))
         super().__init__(*args, **kwargs)
         self.run_config: dict[str, Any] | None = None
         self.output_dir: Path | None = None
@@ -219,38 +247,67 @@ class ResolvedConfigDDPStrategy(DDPStrategy):
         self.check_same_config()
 
     def check_same_config(self) -> None:
-        """Every rank records its config digest; all ranks fail if any two differ."""
+        """Every rank records its config digest; all ranks fail, naming the keys, if any differ."""
         if self.world_size < 2 or not dist.is_initialized():
             return
         digest = config_digest(self.run_config) if self.run_config is not None else ""
         if self.output_dir is not None:
-            folder = self.output_dir / DDP_DIR
-            folder.mkdir(parents=True, exist_ok=True)
-            record = {
-                "global_rank": self.global_rank,
-                "local_rank": self.local_rank,
-                "node_rank": self.node_rank,
-                "world_size": self.world_size,
-                "config_sha256": digest,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
-            (folder / f"rank_{self.global_rank}.json").write_text(json.dumps(record, indent=2))
+            self._write_rank_record(digest)
         digests: list[Any] = [None] * self.world_size
         dist.all_gather_object(digests, digest)
-        if len(set(digests)) > 1:
-            raise ConfigError(
-                "DDP ranks run different configs (config sha256 per rank: "
-                f"{dict(enumerate(d[:12] for d in digests))}). Launch every rank with the same "
-                "resolved config: use trainer=ddp / trainer=ddp_cpu, whose strategy does that."
-            )
-        log.info("DDP: %d ranks share config %s", self.world_size, digest[:12])
+        if len(set(digests)) == 1:
+            log.info("DDP: %d ranks share config %s", self.world_size, digest[:12])
+            return
+        configs: list[Any] = [None] * self.world_size
+        dist.all_gather_object(configs, shared_part(self.run_config or {}))
+        raise ConfigError(mismatch_message(configs, digests))
+
+    def _write_rank_record(self, digest: str) -> None:
+        assert self.output_dir is not None
+        folder = self.output_dir / DDP_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {
+            "global_rank": self.global_rank,
+            "local_rank": self.local_rank,
+            "node_rank": self.node_rank,
+            "world_size": self.world_size,
+            "cluster_environment": type(self.cluster_environment).__name__,
+            "config_sha256": digest,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        (folder / f"rank_{self.global_rank}.json").write_text(json.dumps(record, indent=2))
 
     def on_exception(self, exception: BaseException) -> None:
         launcher = self._launcher
         if isinstance(launcher, ResolvedConfigLauncher) and launcher.observer is not None:
             launcher.observer.stop()
         super().on_exception(exception)
+
+
+def mismatch_message(configs: list[dict[str, Any]], digests: list[str]) -> str:
+    """What differs between rank 0's config and the others', and how to launch them alike."""
+    configs = [shared_part(c) for c in configs]
+    lines = []
+    for rank, config in enumerate(configs[1:], start=1):
+        for key in config_differences(configs[0], config)[:5]:
+            ours = OmegaConf.select(OmegaConf.create(configs[0]), key, default=None)
+            theirs = OmegaConf.select(OmegaConf.create(config), key, default=None)
+            lines.append(f"{key}: rank 0 has {ours!r}, rank {rank} has {theirs!r}")
+    hint = (
+        "Launch every rank with the same resolved config: use trainer=ddp / trainer=ddp_cpu, "
+        "whose strategy does that on one machine."
+    )
+    if any(line.startswith("paths.") for line in lines):
+        hint += (
+            " Nodes started separately (MASTER_ADDR/NODE_RANK, torchrun without --rdzv-id) "
+            "need the same run directory: pass hydra.run.dir=<shared dir> on every node "
+            "(under srun, or torchrun --rdzv-id, it is named after the job by itself)."
+        )
+    return (
+        "DDP ranks run different configs (config sha256 per rank: "
+        f"{dict(enumerate(d[:12] for d in digests))}): " + "; ".join(lines) + ". " + hint
+    )
 
 
 def attach_run_config(trainer: pl.Trainer, cfg: DictConfig) -> None:
@@ -269,13 +326,49 @@ def release(trainer: pl.Trainer, ok: bool) -> None:
         launcher.finish(ok)
 
 
+# How torch's gloo / NCCL process groups report a rank that died or stopped answering.
+PEER_FAILURE_MARKS = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Timed out waiting",
+    "timed out",
+    "Application timeout",
+    "Socket Timeout",
+    "NCCL communicator was aborted",
+)
+
+
+def peer_failure(err: BaseException, cfg: DictConfig, rank: int) -> TrainingError | None:
+    """A clear error for a collective that failed because another rank is gone (None otherwise)."""
+    text = str(err)
+    if not isinstance(err, RuntimeError) or not any(m in text for m in PEER_FAILURE_MARKS):
+        return None
+    timeout = OmegaConf.select(cfg, "trainer.strategy.timeout_s", default=None)
+    timed_out = "timeout" in text.lower() or "timed out" in text.lower()
+    waited = f" (or did not answer for trainer.strategy.timeout_s={timeout})" if timed_out else ""
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return TrainingError(
+        f"DDP rank {rank}: another rank stopped"
+        f"{waited}, so this one stops too ({first[:200]}). Look at the other nodes' logs; then "
+        f"run the same command on every node with resume=auto to continue from the last "
+        f"checkpoint in {OmegaConf.select(cfg, 'paths.output_dir')}/checkpoints."
+    )
+
+
 @contextlib.contextmanager
 def distributed_run(trainer: pl.Trainer, cfg: DictConfig) -> Iterator[None]:
-    """Wrap a run's fit/test: ranks get `cfg`; afterwards (even on error) rank 0 cleans up."""
+    """Wrap a run's fit/test: ranks get `cfg`; afterwards (even on error) rank 0 cleans up. A
+    collective that fails because another rank died becomes a `TrainingError` saying so."""
     attach_run_config(trainer, cfg)
     ok = False
     try:
         yield
         ok = True
+    except RuntimeError as err:
+        lost = peer_failure(err, cfg, trainer.global_rank) if trainer.world_size > 1 else None
+        if lost is None:
+            raise
+        raise lost from err
     finally:
         release(trainer, ok)

@@ -28,32 +28,54 @@ def has_wandb_credentials() -> bool:
 
 
 def _prepare_wandb(cfg: DictConfig) -> DictConfig:
-    """Decide online/offline before wandb starts: with no key it would raise or wait on network."""
+    """Decide online/offline before wandb starts (with no key it would raise or wait on network),
+    and how much W&B prints: `settings.quiet` (conf/logger/wandb.yaml) drops its run summary;
+    offline, W&B stays silent and one line of ours says where the run is and how to upload it."""
     cfg = cfg.copy()
     with open_dict(cfg):
+        reason = ""
         if cfg.get("offline") is None:
             env_mode = os.environ.get("WANDB_MODE")
             cfg.offline = env_mode in ("offline", "dryrun") or (
                 env_mode is None and not has_wandb_credentials()
             )
-            if cfg.offline:
-                log.warning(
-                    "W&B: no credentials found (WANDB_API_KEY or `wandb login`), so the run is "
-                    "logged offline under %s/wandb. Upload it later with: wandb sync %s/wandb/offline-run-*",
-                    cfg.get("save_dir", "."),
-                    cfg.get("save_dir", "."),
-                )
+            if cfg.offline and env_mode is None:
+                reason = "no credentials found (WANDB_API_KEY or `wandb login`), so "
+        if cfg.offline:
+            save_dir = cfg.get("save_dir", ".")
+            log.log(
+                logging.WARNING if reason else logging.INFO,
+                "W&B: %sthe run is logged offline under %s/wandb; upload it later with: "
+                "wandb sync %s/wandb/offline-run-*",
+                reason,
+                save_dir,
+                save_dir,
+            )
+            cfg.settings = {**(cfg.get("settings") or {}), "silent": True}
     return cfg
 
 
+def _drop_anonymous(logger: Logger) -> None:
+    """Lightning's WandbLogger passes `anonymous=None` to wandb.init, which W&B (>= 0.23) answers
+    with a warning that the setting has no effect (wandb/wandb#10909); leave it out."""
+    init_args = getattr(logger, "_wandb_init", None)
+    if isinstance(init_args, dict) and init_args.get("anonymous") is None:
+        init_args.pop("anonymous", None)
+
+
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    """Every `_target_` node under `logger:` becomes a Lightning logger."""
+    """Every `_target_` node under `logger:` becomes a Lightning logger (given plain Python
+    values: W&B reads `settings` only from a dict)."""
     loggers: list[Logger] = []
     for _, node in (cfg or {}).items():
         if isinstance(node, DictConfig) and "_target_" in node:
-            if node._target_ == WANDB_TARGET:
+            is_wandb = node._target_ == WANDB_TARGET
+            if is_wandb:
                 node = _prepare_wandb(node)
-            loggers.append(hydra.utils.instantiate(node))
+            logger = hydra.utils.instantiate(node, _convert_="all")
+            if is_wandb:
+                _drop_anonymous(logger)
+            loggers.append(logger)
     _ensure_csv_in_sweeps(loggers)
     return loggers
 

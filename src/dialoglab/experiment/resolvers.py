@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -10,10 +11,19 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from dialoglab.experiment.launch import shared_run_name
+
 
 def _run_id() -> str:
     """Short random id so two runs started in the same second get different directories."""
     return uuid.uuid4().hex[:6]
+
+
+def run_name() -> str:
+    """A run directory's name: the launch's shared name on a cluster (every node of a SLURM job
+    step or torchrun rendezvous gets the same directory, see launch.py), else
+    '<date>_<time>_<random id>'."""
+    return shared_run_name() or f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{_run_id()}"
 
 
 def _multirun_hydra():  # -> the job's `hydra` node inside a Hydra multirun, else None
@@ -41,10 +51,19 @@ def job_suffix() -> str:
     return f"-job{num}" if num is not None else ""
 
 
+def gpus_per_node(accelerator: str, devices: object) -> object:
+    """What a SLURM job asks per node for a trainer: its devices on GPUs, nothing on CPUs."""
+    return None if str(accelerator) == "cpu" else devices
+
+
 if not OmegaConf.has_resolver("cwd"):  # the directory the command was started from
     OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True)
 if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
+if not OmegaConf.has_resolver("run_name"):
+    OmegaConf.register_new_resolver("run_name", run_name, use_cache=True)
+if not OmegaConf.has_resolver("gpus_per_node"):
+    OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
 if not OmegaConf.has_resolver("sweep_name"):
     OmegaConf.register_new_resolver("sweep_name", sweep_name)
 if not OmegaConf.has_resolver("job_suffix"):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import CSVLogger, Logger
@@ -33,6 +34,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dialoglab.data.cache import atomic_torch_save
 from dialoglab.errors import CheckpointError, ConfigError
 from dialoglab.experiment.checkpoint import load_checkpoint
+from dialoglab.experiment.launch import is_launch_rank_zero
+from dialoglab.experiment.preemption import was_requeued
+from dialoglab.experiment.run_lock import RunLock, holder, release_lock, try_lock
 from dialoglab.models.dialogue_module import CHECKPOINT_KEY
 
 log = logging.getLogger(__name__)
@@ -93,24 +97,37 @@ def first_good_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def is_unfinished_run_of(run_dir: Path, key: str) -> bool:
+    """`run_dir` ran this config (same resume key) and did not end well."""
+    key_file = run_dir / RESUME_KEY_FILE
+    if not key_file.is_file() or (run_dir / FINISHED_FILE).exists():
+        return False
+    return key_file.read_text().strip() == key
+
+
 def find_unfinished_run(
-    search_dir: Path, key: str, exclude: Path
-) -> tuple[Path, Path, dict[str, Any]] | None:
-    """(run dir, checkpoint, its content) of the newest unfinished run with this resume key."""
+    search_dir: Path, key: str, exclude: Path, claim: bool = False
+) -> tuple[Path, Path, dict[str, Any], RunLock | None] | None:
+    """(run dir, checkpoint, its content, lock) of the newest unfinished run with this resume key.
+
+    With `claim`, a run whose lock another process holds (still training, or being resumed by
+    another `resume=auto`) is skipped, and the run found is returned locked."""
     runs = []
     if search_dir.is_dir():
         for run_dir in search_dir.iterdir():
-            key_file = run_dir / RESUME_KEY_FILE
-            if run_dir.resolve() == exclude.resolve() or not key_file.is_file():
-                continue
-            if (run_dir / FINISHED_FILE).exists() or key_file.read_text().strip() != key:
-                continue
-            runs.append(run_dir)
+            if run_dir.resolve() != exclude.resolve() and is_unfinished_run_of(run_dir, key):
+                runs.append(run_dir)
     runs.sort(key=lambda d: (d / RESUME_KEY_FILE).stat().st_mtime_ns, reverse=True)
     for run_dir in runs:
+        lock = try_lock(run_dir) if claim else None
+        if claim and lock is None:
+            log.info("resume: %s is in use by %s; looking further", run_dir, holder(run_dir))
+            continue
         found = first_good_checkpoint(run_dir)
         if found is not None:
-            return run_dir, *found
+            return run_dir, *found, lock
+        if lock is not None:
+            lock.release()
         log.warning("resume: %s has no readable checkpoint; looking further", run_dir)
     return None
 
@@ -123,6 +140,7 @@ class ResumePlan:
     checkpoint: Path | None = None
     content: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None  # set when continuing an earlier run in its own directory
+    lock: RunLock | None = None  # held while this process trains in its run directory
 
     @property
     def global_step(self) -> int:
@@ -155,10 +173,18 @@ class ResumePlan:
 
 
 def prepare_resume(cfg: DictConfig) -> ResumePlan:
-    """Decide where a run starts from; may point `paths.output_dir` and loggers at an old run."""
+    """Decide where a run starts from; may point `paths.output_dir` and loggers at an old run.
+
+    Only the launch's rank 0 writes the run's files and holds its lock; the other ranks of a
+    multi-node run make the same decision from the same files (their configs are compared once
+    the process group exists, see distributed.py)."""
     mode = cfg.get("resume")
     if mode not in RESUME_MODES:
         raise ConfigError(f"resume must be one of null, auto; got {mode!r}")
+    if mode is None and was_requeued():
+        log.info("resume: a requeued SLURM job continues its own run (as resume=auto)")
+        mode = "auto"
+    owner = is_launch_rank_zero()
     output_dir = Path(cfg.paths.output_dir)
     key = resume_key(cfg)
     plan = ResumePlan()
@@ -166,21 +192,48 @@ def prepare_resume(cfg: DictConfig) -> ResumePlan:
         path = Path(cfg.ckpt_path)
         plan = ResumePlan(checkpoint=path, content=load_checkpoint(path))
     elif mode == "auto":
-        found = find_unfinished_run(output_dir.parent, key, exclude=output_dir)
-        if found is None:
-            log.info("resume=auto: no unfinished run of this config; starting a new run")
-        else:
-            run_dir, path, content = found
-            plan = ResumePlan(checkpoint=path, content=content, run_dir=run_dir)
-            log.info("resume=auto: continuing %s from %s", run_dir, path)
-            _write(output_dir / RESUMED_INTO_FILE, f"{run_dir}\n")
-            with open_dict(cfg):
-                cfg.paths.output_dir = str(run_dir)
-                cfg.ckpt_path = str(path)
-            output_dir = run_dir
-    _prepare_wandb_id(cfg, plan, output_dir)
-    _write(output_dir / RESUME_KEY_FILE, key + "\n")
+        plan = _auto_plan(cfg, output_dir, key, owner)
+        output_dir = plan.run_dir or output_dir
+    if owner and plan.lock is None:
+        plan.lock = try_lock(output_dir)
+        if plan.lock is None:
+            raise ConfigError(
+                f"run directory {output_dir} is in use by {holder(output_dir)} (its "
+                f"{output_dir / 'run.lock'} is held): give this run another hydra.run.dir, or "
+                "wait for that one to end"
+            )
+    _prepare_wandb_id(cfg, plan, output_dir, write=owner)
+    if owner:
+        _write(output_dir / RESUME_KEY_FILE, key + "\n")
     return plan
+
+
+def _auto_plan(cfg: DictConfig, output_dir: Path, key: str, owner: bool) -> ResumePlan:
+    """`resume=auto`: this run's own directory if it holds an unfinished run of this config (a
+    requeued SLURM job, a node restarted with the same hydra.run.dir), else the newest unfinished
+    sibling run not in use by another process; the config then points at it."""
+    found: tuple[Path, Path, dict[str, Any], RunLock | None] | None = None
+    if is_unfinished_run_of(output_dir, key):
+        lock = try_lock(output_dir) if owner else None
+        if owner and lock is None:
+            raise ConfigError(
+                f"resume=auto: {output_dir} is in use by {holder(output_dir)}; wait for it to end"
+            )
+        checkpoint = first_good_checkpoint(output_dir)
+        found = (output_dir, *checkpoint, lock) if checkpoint is not None else None
+    if found is None:
+        found = find_unfinished_run(output_dir.parent, key, exclude=output_dir, claim=owner)
+    if found is None:
+        log.info("resume=auto: no unfinished run of this config; starting a new run")
+        return ResumePlan()
+    run_dir, path, content, lock = found
+    log.info("resume=auto: continuing %s from %s", run_dir, path)
+    if owner and run_dir != output_dir:
+        _write(output_dir / RESUMED_INTO_FILE, f"{run_dir}\n")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.ckpt_path = str(path)
+    return ResumePlan(checkpoint=path, content=content, run_dir=run_dir, lock=lock)
 
 
 def checkpoint_io_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -191,8 +244,9 @@ def checkpoint_io_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 
 def mark_finished(output_dir: str | Path) -> None:
-    """Tell later `resume=auto` runs that this one needs no resuming."""
+    """Tell later `resume=auto` runs that this one needs no resuming; free its directory."""
     _write(Path(output_dir) / FINISHED_FILE, "")
+    release_lock(Path(output_dir))
 
 
 def _write(path: Path, text: str) -> None:
@@ -202,7 +256,7 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _prepare_wandb_id(cfg: DictConfig, plan: ResumePlan, output_dir: Path) -> None:
+def _prepare_wandb_id(cfg: DictConfig, plan: ResumePlan, output_dir: Path, write: bool) -> None:
     """Give W&B a run id kept in the run dir, so that a resumed run logs to the same W&B run."""
     for _, node in (cfg.get("logger") or {}).items():
         if not (isinstance(node, DictConfig) and node.get("_target_") == WANDB_TARGET):
@@ -214,7 +268,8 @@ def _prepare_wandb_id(cfg: DictConfig, plan: ResumePlan, output_dir: Path) -> No
                 node.resume = "allow"
             elif not node.get("id"):
                 node.id = secrets.token_hex(4)
-        _write(id_file, f"{node.id}\n")
+        if write:
+            _write(id_file, f"{node.id}\n")
 
 
 def _reopen_csv(logger: CSVLogger, global_step: int) -> None:
@@ -272,16 +327,34 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 class ResumeState(Callback):
     """Saves the RNG states in every checkpoint and restores them right before the first batch
-    of a resumed run (after the sanity check and loader set-up, as an uninterrupted run would)."""
+    of a resumed run (after the sanity check and loader set-up, as an uninterrupted run would).
+    Under DDP each rank's states are kept (they differ: dropout draws as many numbers as its
+    batches have tokens), and each rank gets its own back."""
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": collect_rng_states()}
+        states = collect_rng_states()
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return {"rng": states}
+        per_rank: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(per_rank, states)  # every rank saves a checkpoint together
+        return {"rng": states, "rng_per_rank": per_rank}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict.get("rng")
+        per_rank = state_dict.get("rng_per_rank")
+        if per_rank and dist.is_available() and dist.is_initialized():
+            if len(per_rank) == dist.get_world_size():
+                self._pending = per_rank[dist.get_rank()]
+            else:
+                log.warning(
+                    "resume: the checkpoint has RNG states of %d ranks, this run has %d; "
+                    "dropout masks will differ from an uninterrupted run's",
+                    len(per_rank),
+                    dist.get_world_size(),
+                )
 
     def on_train_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int

@@ -16,10 +16,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dialoglab.errors import CheckpointError, DialoglabError
-from dialoglab.experiment import resolvers  # noqa: F401  (every entry point's configs use them)
+from dialoglab.experiment import (
+    entry_help,  # noqa: F401  (${config_groups:} for --help)
+    resolvers,  # noqa: F401  (every entry point's configs use them)
+)
+from dialoglab.experiment.console import log_to_files, print_error, quiet_third_party
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,7 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> d
     In a multirun any error is logged, written to `<run dir>/error.txt` and re-raised, so the
     sweeper records the job as failed (our Optuna sweeper then goes on with the next trial).
     """
+    quiet_third_party()
     failed = True
     try:
         result = task(cfg)
@@ -114,10 +120,8 @@ def run_task(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> d
             raise
         if user_err is None:
             raise
-        log.error("%s", user_err)
-        Console(stderr=True).print(
-            f"[bold red]error:[/] {user_err}", highlight=False, soft_wrap=True
-        )
+        log_to_files(log, logging.ERROR, str(user_err))  # the console shows it once, below
+        print_error(user_err)
         sys.exit(2)
     finally:
         finish_wandb_run(failed)
@@ -171,16 +175,19 @@ def report_run(
     metrics: dict[str, float],
     checkpoint: str = "",
     samples: Sequence[tuple[str, str]] = (),
+    label: str = "",
 ) -> None:
-    """Tell the user where the run went, what it measured, and what the model says. The W&B run
-    is closed first: its own summary (some thirty lines) would otherwise print after, and bury,
-    this report's last lines (the run directory and the command that evaluates it)."""
+    """Tell the user where the run went, what it measured (of which checkpoint: `label`; rows
+    `last_epoch/...` are the last validation's), and what the model says. The W&B run
+    is closed first, so that nothing it prints comes after this report's last lines (the run
+    directory and the command that evaluates it). Paths and replies are printed as text."""
     finish_wandb_run(failed=False)
-    table = Table(title=f"{task}: metrics", show_header=True)
+    title = f"{task}: metrics of the {label}" if label else f"{task}: metrics"
+    table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in sorted(metrics):
-        if name.startswith(("val/", "test/")):
+    for name in sorted(metrics, key=lambda n: (n.startswith("last_epoch/"), n)):
+        if name.startswith(("val/", "test/", "last_epoch/val/")):
             table.add_row(name, f"{metrics[name]:.4f}")
     console.print(table)
     if samples:
@@ -188,9 +195,11 @@ def report_run(
         replies.add_column("you")
         replies.add_column("bot")
         for prompt, reply in samples:
-            replies.add_row(prompt, reply or "(empty)")
+            replies.add_row(escape(prompt), escape(reply) or "(empty)")  # text, not markup
         console.print(replies)
-    console.print(f"run directory: [bold]{output_dir}[/]", soft_wrap=True)
+    console.print(f"run directory: [bold]{escape(str(output_dir))}[/]", soft_wrap=True)
     if checkpoint:
-        console.print(f"best checkpoint: [bold]{checkpoint}[/]", soft_wrap=True)
-        console.print(f"evaluate it with: python eval.py ckpt_path={checkpoint}", soft_wrap=True)
+        console.print(f"best checkpoint: [bold]{escape(checkpoint)}[/]", soft_wrap=True)
+        console.print(
+            f"evaluate it with: python eval.py ckpt_path={escape(checkpoint)}", soft_wrap=True
+        )

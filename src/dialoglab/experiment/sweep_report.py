@@ -4,7 +4,8 @@
 
 Every run directory under the given folder is read (a run is a folder with `.hydra/`,
 `metrics.json` or `csv/metrics.csv`): the Hydra overrides it ran with (`.hydra/overrides.yaml`),
-its final metrics, parameter count and wall time (`metrics.json`, written by train.py) and its
+its best checkpoint's metrics, parameter count and wall time (`metrics.json`, written by
+train.py; the best validation epoch's `val/*` for runs without one) and its
 CSV log (`csv/metrics.csv`), which also fills in metrics of runs that never finished. Nothing is
 fetched from W&B, so this works for offline and unsynced runs. Written to `<dir>/report/`:
 `report.md`, `report.html`, `runs.csv`, `plots/param_<name>.png` (each swept parameter against
@@ -26,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
 
 from dialoglab.errors import DataError, DialoglabError
+from dialoglab.experiment.study_report import read_study, with_study
 
 REPORT_DIR = "report"
 # overrides that say where a run went, not what it trained
-IGNORED_KEYS = re.compile(r"^(paths\.|hydra\.|hydra/|task_name$|tags$)")
+IGNORED_KEYS = re.compile(r"^(paths\.|hydra\.|hydra/|task_name$|tags$|sweep_trial\.)")
 COLUMNS = (  # (metric, header, format)
     ("val/bleu", "val/bleu", "{:.2f}"),
     ("val/distinct_2", "val/distinct_2", "{:.3f}"),
@@ -78,18 +79,28 @@ def _float(text: Any) -> float | None:
 
 
 def read_csv_log(path: Path) -> tuple[list[tuple[int, float]], dict[str, float]]:
-    """Lightning's CSVLogger file -> (val/ppl per epoch, last logged value of every metric)."""
+    """Lightning's CSVLogger file -> (val/ppl per epoch, metrics of one checkpoint).
+
+    The metrics are the best validation's `val/*` (lowest val/ppl, the first of equals: the
+    epoch the checkpoint callback keeps), the last epoch's under `last_epoch/val/*`, and the
+    last logged value of every other metric (train/*, test/* of the tested checkpoint).
+    """
     curve: dict[int, float] = {}
     last: dict[str, float] = {}
+    validations: list[dict[str, float]] = []
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
-            for key, text in row.items():
-                value = _float(text)
-                if key and value is not None and key not in ("epoch", "step"):
-                    last[key] = value
-            ppl, epoch = _float(row.get("val/ppl")), _float(row.get("epoch"))
+            values = {k: v for k, t in row.items() if k and (v := _float(t)) is not None}
+            last.update({k: v for k, v in values.items() if k not in ("epoch", "step")})
+            ppl, epoch = values.get("val/ppl"), values.get("epoch")
             if ppl is not None and epoch is not None:
                 curve[int(epoch)] = ppl
+                validations.append({k: v for k, v in values.items() if k.startswith("val/")})
+    if validations:
+        best = min(validations, key=lambda v: v["val/ppl"])  # min() keeps the first of equals
+        last.update(best)
+        if validations[-1] is not best:
+            last.update({f"last_epoch/{k}": v for k, v in validations[-1].items()})
     return sorted(curve.items()), last
 
 
@@ -115,7 +126,10 @@ def load_run(path: Path, root: Path) -> Run:
     summary_file = path / "metrics.json"
     if summary_file.is_file():
         summary = json.loads(summary_file.read_text())
-        run.metrics.update({k: float(v) for k, v in summary.get("metrics", {}).items()})
+        saved = {k: float(v) for k, v in summary.get("metrics", {}).items()}
+        if "checkpoint" not in summary and run.curve:  # older summaries: val/* of the last epoch
+            saved = {k: v for k, v in saved.items() if not k.startswith("val/")}
+        run.metrics.update(saved)
         run.n_params = summary.get("params")
         run.wall_time_s = summary.get("wall_time_s")
         run.status = "ok"
@@ -321,6 +335,7 @@ def build_report(
 ) -> Report:
     root = Path(root)
     runs = rank(load_runs(root), metric, mode)
+    study = read_study(root, runs)  # Optuna sweep: trial states, importances
     params = swept_params(runs)
     out = Path(out) if out else root / REPORT_DIR
     plot_dir = out / "plots"
@@ -340,12 +355,15 @@ def build_report(
     title = (
         f"Runs under {root} ranked by {metric} ({'lowest' if mode == 'min' else 'highest'} first)"
     )
-    summary = f"{len(runs)} runs, {n_ok} finished; swept: {', '.join(params) or 'nothing'}."
+    summary = (
+        f"{len(runs)} runs, {n_ok} finished; swept: {', '.join(params) or 'nothing'}. "
+        "Metrics are each run's best checkpoint's (lowest val/ppl)."
+    )
     images = "\n".join(f"![{p.stem}]({p.relative_to(out)})" for p in plots)
     markdown = out / "report.md"
-    markdown.write_text(f"# {title}\n\n{summary}\n\n{table}\n\n{images}\n")
+    markdown.write_text(f"# {title}\n\n{summary}\n\n{table}\n\n{study.markdown()}{images}\n")
     html_file = out / "report.html"
-    html_file.write_text(to_html(title, rows, plots, out))
+    html_file.write_text(with_study(to_html(title, rows, plots, out), study))
     runs_csv = out / "runs.csv"
     with runs_csv.open("w", newline="") as f:
         csv.writer(f).writerows(
@@ -368,12 +386,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--top", type=int, default=5, help="runs in the learning-curve plot")
     parser.add_argument("--out", default=None, help="output folder (default: DIR/report)")
     args = parser.parse_args(argv)
+    from dialoglab.experiment.console import print_error
     from dialoglab.experiment.runner import console
 
     try:
         report = build_report(args.dir, args.metric, args.mode, args.top, args.out)
     except DialoglabError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        print_error(err)  # as text: a path or key with brackets is printed whole
         sys.exit(2)
     console.print(report.table, markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {report.markdown} and {report.html}", soft_wrap=True)

@@ -1,61 +1,57 @@
-"""Optuna sweeps that survive failing trials and resume where a killed sweep stopped.
+"""Optuna sweeps through Hydra: ask trials, launch them as jobs, tell Optuna how each ended.
 
-Used through the Hydra sweeper `hydra/sweeper=dialoglab_optuna` (a plugin in
-`hydra_plugins/dialoglab_optuna_sweeper`), which the `hparams_search=*` presets select. Compared
-with hydra-optuna-sweeper's own loop (whose `OptunaSweeperImpl` this extends):
+Used through the Hydra sweeper `hydra/sweeper=dialoglab_optuna` (the plugin in
+`hydra_plugins/dialoglab_optuna_sweeper`), which the `hparams_search=*` presets select.
 
-- A trial whose job raises (a config error, out of memory, ...) or whose objective is missing, NaN
-  or infinite (a diverged loss) is told to Optuna as FAIL, with the reason as a user attribute,
-  and the sweep goes on; `max_failure_rate` (default 1.0: never) stops it if too many fail.
-- Every trial is recorded in a SQLite journal (`journal`, by default in the sweep directory):
-  asked, then finished with its state, objective and error. Started again, the sweeper replays
-  the journal into the study, so the sampler learns from every earlier trial, and runs only
-  what is missing to reach `n_trials` in total (trials a kill interrupted are recorded as failed
-  and do not count). The same command therefore resumes a killed sweep, and the same command
-  with a larger `n_trials` extends a finished one. (Optuna's own SQLite storage does not work
-  with SQLAlchemy 2 in optuna 2.x; the journal needs only Python's `sqlite3`.)
-- Job numbers are trial numbers, so `<sweep dir>/<N>` is trial N across resumptions too.
+- The study is in Optuna's RDB storage (SQLite in the sweep directory unless
+  `hydra.sweeper.storage` names another URL). The same command continues it: trials a killed
+  sweep left running are recorded as FAIL (interrupted) and run again, and the sweep runs what
+  is missing to reach `n_trials` finished trials (a larger `n_trials` extends a finished study).
+- Trials are asked in batches of `n_jobs` and launched together (hydra/launcher=local runs them
+  in parallel); each job gets its trial in the config key `sweep_trial`, and its run directory is
+  `<sweep dir>/<trial number>`.
+- A job that raises, or whose objective is missing or not finite, is told as FAIL with the reason
+  (user attribute `failure`); the sweep goes on unless more than `max_failure_rate` of a batch
+  fails. A job the pruner stopped (`dialoglab.experiment.pruning`) is told as PRUNED.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
-import json
 import logging
 import math
-import sqlite3
-import time
-import warnings
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-with warnings.catch_warnings():  # optuna 2.x on SQLAlchemy 2 warns at import; nothing to act on
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import (
-        OptunaSweeperImpl,
-        create_params_from_overrides,
-    )
+import optuna
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
-from optuna.distributions import distribution_to_json, json_to_distribution
-from optuna.exceptions import ExperimentalWarning
-from optuna.trial import FrozenTrial, TrialState
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
-from dialoglab.errors import DialoglabError
 from dialoglab.experiment.runner import describe_error
+from dialoglab.experiment.search_space import SearchSpace
+from dialoglab.experiment.study import (
+    FAILURE,
+    OUTPUT_DIR,
+    OWNER,
+    PRUNED_AT,
+    PRUNER,
+    SweepError,
+    TrialRef,
+    counted,
+    open_storage,
+    pruner_spec,
+    recover_interrupted,
+    shown_url,
+    storage_url,
+    this_process,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
-
-RESULTS_FILE = "optimization_results.yaml"
-TRIALS_FILE = "trials.csv"
-
-
-class SweepError(DialoglabError):
-    """The sweep itself cannot go on (too many failed trials, a journal of another study)."""
 
 
 def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[list[float] | None, str]:
@@ -80,220 +76,183 @@ def trial_outcome(ret: JobReturn, n_objectives: int) -> tuple[list[float] | None
     return values, ""
 
 
-class TrialJournal:
-    """Every trial of a study in one SQLite file: what was asked, how it ended."""
-
-    def __init__(self, path: Path, study_name: str, directions: Sequence[str]) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute("CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS trials (number INTEGER PRIMARY KEY, state TEXT, "
-                "params TEXT, distributions TEXT, fixed TEXT, `values` TEXT, error TEXT, "
-                "started REAL, finished REAL)"
-            )
-            meta = dict(db.execute("SELECT key, value FROM study").fetchall())
-            want = {"study_name": study_name, "directions": json.dumps(list(directions))}
-            if not meta:
-                db.executemany("INSERT INTO study VALUES (?, ?)", list(want.items()))
-            elif meta != want:
-                raise SweepError(
-                    f"{path} belongs to another study ({meta}, this one is {want}): give this "
-                    "sweep another hydra.sweeper.study_name (or hydra.sweep.dir)"
-                )
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
-
-    def rows(self) -> list[dict[str, Any]]:
-        with closing(self._connect()) as db:
-            db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute("SELECT * FROM trials ORDER BY number")]
-
-    def asked(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:
-        distributions = {k: distribution_to_json(d) for k, d in trial.distributions.items()}
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "INSERT OR REPLACE INTO trials (number, state, params, distributions, fixed, "
-                "started) VALUES (?, 'RUNNING', ?, ?, ?, ?)",
-                (
-                    trial.number,
-                    json.dumps(trial.params),
-                    json.dumps(distributions),
-                    json.dumps(fixed, default=str),
-                    time.time(),
-                ),
-            )
-
-    def finished(self, number: int, state: str, values: list[float] | None, error: str) -> None:
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "UPDATE trials SET state = ?, `values` = ?, error = ?, finished = ? WHERE number = ?",
-                (state, json.dumps(values), error or None, time.time(), number),
-            )
+def consecutive_runs(trials: Sequence[optuna.Trial]) -> list[list[optuna.Trial]]:
+    """Trials split where their numbers jump (another process asked in between): each run is
+    launched with job number = trial number, so run directories never collide."""
+    runs: list[list[optuna.Trial]] = []
+    for trial in trials:
+        if runs and trial.number == runs[-1][-1].number + 1:
+            runs[-1].append(trial)
+        else:
+            runs.append([trial])
+    return runs
 
 
-class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, *args: Any, journal: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.journal_path = Path(journal) if journal else None
+class OptunaSweep:
+    """The sweep loop behind `DialoglabOptunaSweeper` (settings: see its config)."""
 
-    # -- study -------------------------------------------------------------------------------
-    def _replay(self, study: optuna.Study, journal: TrialJournal) -> None:
-        """Add the journal's trials to a study that does not hold them yet."""
-        if study.trials:  # a persistent Optuna storage already has them
-            return
-        for row in journal.rows():
-            distributions = {
-                k: json_to_distribution(v) for k, v in json.loads(row["distributions"]).items()
-            }
-            attrs = json.loads(row["fixed"] or "{}")
-            state = row["state"]
-            values = json.loads(row["values"]) if row["values"] else None
-            if state == "RUNNING":  # the sweep was killed while this trial ran
-                journal.finished(row["number"], "INTERRUPTED", None, "the sweep was interrupted")
-                state = "INTERRUPTED"
-            if state == "INTERRUPTED":
-                attrs["interrupted"] = True
-            if row["error"]:
-                attrs["failure"] = row["error"]
-            with warnings.catch_warnings():  # stable since optuna 2.0, still tagged experimental
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                trial = optuna.trial.create_trial(
-                    state=TrialState.COMPLETE if state == "COMPLETE" else TrialState.FAIL,
-                    values=values if state == "COMPLETE" else None,
-                    params=json.loads(row["params"]),
-                    distributions=distributions,
-                    user_attrs=attrs,
-                )
-                study.add_trial(trial)
-        if study.trials:
-            log.info("resumed study from %s: %d earlier trials", journal.path, len(study.trials))
+    def __init__(
+        self,
+        *,
+        sampler: Mapping[str, Any] | None,
+        pruner: Any,
+        direction: str | Sequence[str],
+        study_name: str | None,
+        storage: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: Mapping[str, str] | None,
+    ) -> None:
+        self.sampler_conf = sampler
+        self.pruner_conf = pruner_spec(pruner)
+        self.directions = [direction] if isinstance(direction, str) else list(direction)
+        self.study_name = study_name
+        self.storage = storage
+        self.n_trials = int(n_trials)
+        self.n_jobs = max(1, int(n_jobs))
+        self.max_failure_rate = float(max_failure_rate)
+        self.params = params
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
 
-    @staticmethod
-    def _counted(trial: FrozenTrial) -> bool:
-        return trial.state.is_finished() and not trial.user_attrs.get("interrupted")
-
-    # -- the loop ------------------------------------------------------------------------------
-    def sweep(self, arguments: list[str]) -> None:
-        assert self.config is not None and self.launcher is not None
-        self._process_searchspace_config()
-        params_conf = self._parse_sweeper_params_config()
-        params_conf.extend(arguments)
-        is_grid = (
-            isinstance(self.sampler, functools.partial)
-            and self.sampler.func == optuna.samplers.GridSampler
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
         )
-        distributions, fixed = create_params_from_overrides(params_conf)
-        search_space = dict(self.search_space_distributions or {})
-        search_space.update(distributions)
-        if is_grid:
-            choices = {k: self._to_grid_sampler_choices(d) for k, d in search_space.items()}
-            self.sampler = self.sampler(choices)
-            self.n_trials = min(self.n_trials, math.prod(len(v) for v in choices.values()))
-        for name in fixed:
-            search_space.pop(name, None)
 
-        directions = self._get_directions()
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+    # -- study ---------------------------------------------------------------------------------
+    def make_sampler(self, space: SearchSpace) -> optuna.samplers.BaseSampler:
+        conf = self.sampler_conf
+        if isinstance(conf, DictConfig):
+            conf = OmegaConf.to_container(conf, resolve=True)  # type: ignore[assignment]
+        conf = dict(conf or {"_target_": "optuna.samplers.TPESampler"})
+        if str(conf.get("_target_", "")).endswith("GridSampler"):
+            grid = space.grid()
+            conf["search_space"] = grid
+            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
+        return instantiate(conf, _convert_="all")
+
+    def open_study(
+        self, storage: optuna.storages.BaseStorage, url: str, space: SearchSpace
+    ) -> optuna.Study:
+        """The study (created, or loaded to continue it), its pruner recorded for the jobs."""
+        assert self.config is not None
+        if len(self.directions) > 1 and self.pruner_conf["_target_"] != "optuna.pruners.NopPruner":
+            raise SweepError("hydra.sweeper.pruner: Optuna prunes single-objective studies only")
         study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            sampler=self.sampler,
-            directions=directions,
+            study_name=self.study_name or Path(str(self.config.hydra.sweep.dir)).name,
+            storage=storage,
+            sampler=self.make_sampler(space),
+            directions=self.directions,
             load_if_exists=True,
         )
-        journal = None
-        if self.journal_path is not None:
-            journal = TrialJournal(self.journal_path, study.study_name, directions)
-            self._replay(study, journal)
+        found = [d.name.lower() for d in study.directions]
+        if found != [d.lower() for d in self.directions]:
+            raise SweepError(
+                f"study {study.study_name} in {shown_url(url)} was created to {found}, not "
+                f"{self.directions}: set hydra.sweeper.direction to match, or start a new study "
+                "with hydra.sweeper.study_name=NAME"
+            )
+        study.set_user_attr(PRUNER, self.pruner_conf)  # what the jobs prune with
+        return study
 
-        n_done = sum(self._counted(t) for t in study.trials)
-        to_go = max(0, self.n_trials - n_done)
+    def to_go(self, study: optuna.Study) -> int:
+        """Trials to ask now: up to n_jobs, so that finished + running reach n_trials."""
+        trials = study.get_trials(deepcopy=False)
+        busy = sum(counted(t) or t.state == TrialState.RUNNING for t in trials)
+        return max(0, min(self.n_jobs, self.n_trials - busy))
+
+    # -- the loop ----------------------------------------------------------------------------
+    def sweep(self, arguments: list[str]) -> None:
+        assert self.config is not None and self.launcher is not None
+        space = SearchSpace.parse(self.params, arguments)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        url = storage_url(self.storage, sweep_dir)
+        storage = open_storage(url)
+        study = self.open_study(storage, url, space)
+        lost = recover_interrupted(study, storage)
+        if lost:
+            log.warning("trials %s were interrupted by a kill: recorded as failed, run again", lost)
+        done = sum(counted(t) for t in study.get_trials(deepcopy=False))
         log.info(
-            "study %s: %d of n_trials=%d done, %d to run (sampler %s, directions %s)",
+            "study %s (%s): %d of n_trials=%d done, %d to run (sampler %s, pruner %s)",
             study.study_name,
-            n_done,
+            shown_url(url),
+            done,
             self.n_trials,
-            to_go,
-            type(self.sampler).__name__,
-            directions,
+            max(0, self.n_trials - done),
+            type(study.sampler).__name__,
+            self.pruner_conf["_target_"].rsplit(".", 1)[-1],
         )
-        while to_go > 0:
-            batch = min(to_go, max(1, self.n_jobs))
-            trials = [study.ask() for _ in range(batch)]
-            overrides = self._configure_trials(trials, search_space, fixed)
-            if journal is not None:
-                for trial in trials:
-                    journal.asked(trial, fixed)
-            # job number = trial number: sweep subdirectories stay unique across resumptions
-            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            failures = 0
-            for trial, ret in zip(trials, returns, strict=True):
-                failures += not self._tell(study, trial, ret, len(directions), journal)
-            if failures / len(returns) > self.max_failure_rate:
-                raise SweepError(
-                    f"{failures} of {len(returns)} trials failed, more than "
-                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate}; see the "
-                    f"error.txt of each failed run under {sweep_dir}"
-                )
-            to_go -= batch
+        while (batch := self.to_go(study)) > 0:
+            trials = [study.ask(space.distributions) for _ in range(batch)]
+            self.run_batch(study, url, space, trials)
+            write_results(study, sweep_dir)
+        results = write_results(study, sweep_dir)
+        if "best_trial" in results:
+            log.info(
+                "best trial %d: %s = %s",
+                results["best_trial"],
+                results["best_params"],
+                results["best_value"],
+            )
 
-        self._write_results(study, sweep_dir, len(directions))
+    def run_batch(
+        self, study: optuna.Study, url: str, space: SearchSpace, trials: list[optuna.Trial]
+    ) -> None:
+        """Launch the trials' jobs, tell Optuna how each ended; stop if too many failed."""
+        for trial in trials:
+            trial.set_user_attr(OWNER, this_process())
+        returns: list[JobReturn] = []
+        for run in consecutive_runs(trials):
+            overrides = [
+                space.job_overrides(t.params, TrialRef(study.study_name, url, t.number).overrides())
+                for t in run
+            ]
+            try:
+                returns += self.launcher.launch(overrides, initial_job_idx=run[0].number)
+            except (
+                Exception
+            ) as err:  # the launcher itself failed (e.g. a config that won't compose)
+                for trial in trials[len(returns) :]:
+                    trial.set_user_attr(FAILURE, describe_error(err))
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
+        latest = {t.number: t for t in study.get_trials(deepcopy=False)}
+        failures = 0
+        for trial, ret in zip(trials, returns, strict=True):
+            failures += not self.tell(study, trial, ret, latest[trial.number].user_attrs)
+        if failures / len(returns) > self.max_failure_rate:
+            raise SweepError(
+                f"{failures} of {len(returns)} trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}; see the error.txt "
+                f"of each failed run under {self.config.hydra.sweep.dir if self.config else ''}"
+            )
 
-    def _tell(
-        self,
-        study: optuna.Study,
-        trial: optuna.Trial,
-        ret: JobReturn,
-        n_objectives: int,
-        journal: TrialJournal | None,
+    def tell(
+        self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, attrs: Mapping[str, Any]
     ) -> bool:
-        values, reason = trial_outcome(ret, n_objectives)
+        """Tell Optuna how the job of `trial` ended (its latest user `attrs`); False if failed."""
+        values, reason = trial_outcome(ret, len(self.directions))
         if ret.hydra_cfg is not None:
-            trial.set_user_attr("output_dir", str(ret.hydra_cfg.hydra.runtime.output_dir))
+            trial.set_user_attr(OUTPUT_DIR, str(ret.hydra_cfg.hydra.runtime.output_dir))
         if values is None:
-            trial.set_user_attr("failure", reason)
+            trial.set_user_attr(FAILURE, reason)
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed, the sweep goes on: %s", trial.number, reason)
-        else:
-            try:
-                study.tell(trial, values=values)
-            except RuntimeError as err:  # GridSampler stops the study once the grid is done
-                if "Study.stop" not in str(err):
-                    raise
-        if journal is not None:
-            journal.finished(trial.number, "FAIL" if values is None else "COMPLETE", values, reason)
-        return values is not None
-
-    def _write_results(self, study: optuna.Study, sweep_dir: Path, n_objectives: int) -> None:
-        trials = study.trials
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        results: dict[str, Any] = {
-            "name": "optuna",
-            "study_name": study.study_name,
-            "n_complete": len(complete),
-            "n_failed": sum(t.state == TrialState.FAIL for t in trials),
-        }
-        if complete and n_objectives == 1:
-            best = study.best_trial
-            results.update(best_trial=best.number, best_params=best.params, best_value=best.value)
-            log.info("best trial %d: %s = %s", best.number, best.params, best.value)
-        elif complete:
-            results["solutions"] = [
-                {"params": t.params, "values": t.values} for t in study.best_trials
-            ]
-        else:
-            log.warning("no trial of study %s completed", study.study_name)
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
-
-        names = sorted({k for t in trials for k in t.params})
-        with (sweep_dir / TRIALS_FILE).open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["number", "state", "value", *names, "failure"])
-            for t in trials:
-                value = t.values[0] if t.values else ""
-                row = [t.number, t.state.name, value, *(t.params.get(k, "") for k in names)]
-                writer.writerow([*row, t.user_attrs.get("failure", "")])
+            return False
+        if PRUNED_AT in attrs:
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("trial %d was pruned after epoch %s", trial.number, attrs[PRUNED_AT])
+            return True
+        try:
+            study.tell(trial, values=values)
+        except RuntimeError as err:  # GridSampler stops the study once the grid is done
+            if "Study.stop" not in str(err):
+                raise
+        return True

@@ -41,6 +41,11 @@ class DecodingConfig:
     block_context_ngram_size: int = 0  # 0 = off: n-grams of the context may be repeated
     seed: int | None = None  # sample only: the same seed and input give the same reply
     check_every: int = 8  # steps between checks that every sequence has finished (host syncs)
+    allow_unk: bool = False  # false: no reply holds `<unk>` (the unknown-word token)
+    # beam only, > 0: rerank the finished beams by MMI-antiLM (Li et al., 2016),
+    # [log p(T|S) - mmi_lambda * log p(T)] / length ** length_penalty, p(T) the reply's
+    # likelihood after an empty source: generic replies ("i don't know.") lose. 0 = plain beam.
+    mmi_lambda: float = 0.0
 
     def __post_init__(self) -> None:
         def fail(key: str, rule: str) -> None:
@@ -60,7 +65,7 @@ class DecodingConfig:
         ):
             if not _is_int(getattr(self, key)) or getattr(self, key) < low:
                 fail(key, f"an integer >= {low}")
-        for key in ("length_penalty", "temperature", "top_p", "repetition_penalty"):
+        for key in ("length_penalty", "temperature", "top_p", "repetition_penalty", "mmi_lambda"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 fail(key, "a number")
@@ -71,8 +76,11 @@ class DecodingConfig:
             fail("top_p", "in (0, 1]")
         if self.repetition_penalty <= 0:
             fail("repetition_penalty", "> 0 (1.0 is off)")
-        if not isinstance(self.early_stopping, bool):
-            fail("early_stopping", "true or false")
+        if self.mmi_lambda < 0:
+            fail("mmi_lambda", ">= 0 (0 is off)")
+        for key in ("early_stopping", "allow_unk"):
+            if not isinstance(getattr(self, key), bool):
+                fail(key, "true or false")
         if self.seed is not None and not _is_int(self.seed):
             fail("seed", "an integer or null")
         if self.max_length is not None and self.min_length >= self.max_length:

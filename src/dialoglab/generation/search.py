@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from dialoglab.generation.config import DecodingConfig
+from dialoglab.generation.mmi import mmi_pick
 from dialoglab.generation.processors import (
     BANNED,
     LogitProcessors,
@@ -37,6 +38,7 @@ def generate(
     *,
     default_max_length: int = 20,
     ignore_ids: Sequence[int] = (),
+    unk_id: int | None = None,
 ) -> torch.Tensor:
     """Replies (B, L) of a `GRUAttnSeq2Seq` (or a network like it), `<pad>` after each `<eos>`;
     L <= max_length.
@@ -45,16 +47,19 @@ def generate(
     (memory, state, src_mask)` and `decoder(token, state, memory, src_mask) -> (logits, state,
     _)`; every tensor of the state (a tuple, nested or not) has the batch on dim 1, the memory on
     dim 0. The first token fed is `sos_id`.
-    `ignore_ids` are tokens besides pad/sos/eos that start no context n-gram (e.g. `<sep>`,
-    `<unk>`). Call `net.eval()` first if dropout should be off.
+    `ignore_ids` are tokens besides pad/sos/eos that start no context n-gram and that no reply
+    holds (e.g. `<sep>`, `<unk>`), except `unk_id` with `config.allow_unk`. Beam search with
+    `config.mmi_lambda > 0` reranks its finished replies (`mmi.py`). Call `net.eval()` first if
+    dropout should be off.
     """
     config = config or DecodingConfig()
     max_length = config.resolved_max_length(default_max_length)
     strategy = config.effective_strategy
+    never = tuple(i for i in ignore_ids if not (config.allow_unk and i == unk_id))
     with torch.no_grad():
         if strategy == "beam":
-            return beam_search(net, src, src_lengths, config, max_length, ignore_ids)
-        return greedy_or_sample(net, src, src_lengths, config, max_length, ignore_ids)
+            return beam_search(net, src, src_lengths, config, max_length, ignore_ids, never)
+        return greedy_or_sample(net, src, src_lengths, config, max_length, ignore_ids, never)
 
 
 def _special_ids(net: Any, ignore_ids: Sequence[int]) -> tuple[int, ...]:
@@ -89,14 +94,17 @@ def _processors(
     src_mask: torch.Tensor,
     config: DecodingConfig,
     ignore_ids: Sequence[int],
+    never_ids: Sequence[int] = (),
     repeats: int = 1,
 ) -> LogitProcessors:
-    """The processors of a run whose rows are each example `repeats` times (beams)."""
+    """The processors of a run whose rows are each example `repeats` times (beams); no reply
+    holds `<pad>`, `<sos>` or `never_ids`."""
     c = net.config
     valid = src_mask & not_ignored(src, _special_ids(net, ignore_ids))
     if repeats > 1:
         src, valid = src.repeat_interleave(repeats, dim=0), valid.repeat_interleave(repeats, dim=0)
-    return LogitProcessors(config, c.vocab_size, c.eos_id, src, valid, (c.pad_id, c.sos_id))
+    never = tuple(dict.fromkeys((c.pad_id, c.sos_id, *never_ids)))
+    return LogitProcessors(config, c.vocab_size, c.eos_id, src, valid, never)
 
 
 def greedy_or_sample(
@@ -106,8 +114,10 @@ def greedy_or_sample(
     config: DecodingConfig,
     max_length: int,
     ignore_ids: Sequence[int] = (),
+    never_ids: Sequence[int] = (),
 ) -> torch.Tensor:
-    """Batched greedy (argmax) or sampled decoding with the logit processors; (B, L) tokens."""
+    """Batched greedy (argmax) or sampled decoding with the logit processors; (B, L) tokens;
+    no reply holds `never_ids`."""
     B = src.size(0)
     device = src.device
     pad_id, sos_id, eos_id = net.config.pad_id, net.config.sos_id, net.config.eos_id
@@ -118,7 +128,7 @@ def greedy_or_sample(
         generator = torch.Generator(device=device).manual_seed(config.seed)
 
     encoder_outputs, state, src_mask = net.encode(src, src_lengths)
-    processors = _processors(net, src, src_mask, config, ignore_ids)
+    processors = _processors(net, src, src_mask, config, ignore_ids, never_ids)
     track_seen = config.repetition_penalty != 1.0
     seen = torch.zeros(B, V, dtype=torch.bool, device=device) if track_seen else None
     token = torch.full((B, 1), sos_id, dtype=torch.long, device=device)
@@ -265,8 +275,10 @@ def beam_search(
     config: DecodingConfig,
     max_length: int,
     ignore_ids: Sequence[int] = (),
+    never_ids: Sequence[int] = (),
 ) -> torch.Tensor:
-    """Batched beam search; returns the best finished hypothesis per example, (B, L) tokens.
+    """Batched beam search; returns the best finished hypothesis per example, (B, L) tokens;
+    no reply holds `never_ids`.
 
     Each step the K live beams of an example propose their 2K best continuations; those ending in
     `<eos>` among the first K go to the example's pool of K finished hypotheses (ranked by
@@ -281,7 +293,7 @@ def beam_search(
     B, K = src.size(0), config.num_beams
     c, lp = net.config, config.length_penalty
     encoder_outputs, state, src_mask = net.encode(src, src_lengths)
-    processors = _processors(net, src, src_mask, config, ignore_ids, repeats=K)
+    processors = _processors(net, src, src_mask, config, ignore_ids, never_ids, repeats=K)
     encoder_outputs = encoder_outputs.repeat_interleave(K, dim=0)  # (N, S, H)
     src_mask = src_mask.repeat_interleave(K, dim=0)
     track_seen = config.repetition_penalty != 1.0
@@ -300,4 +312,7 @@ def beam_search(
     length = beams.history.size(1)
     live_normalised = (beams.scores / max(length, 1) ** lp).masked_fill(beams.closed, -torch.inf)
     pool.join(live_normalised, beams.history.view(B, K, length))
+    if config.mmi_lambda > 0:
+        best = mmi_pick(net, pool.scores, pool.tokens, config)
+        return _trim(pool.tokens[torch.arange(B, device=src.device), best], c.eos_id)
     return _trim(pool.tokens[:, 0], c.eos_id)

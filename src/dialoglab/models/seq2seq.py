@@ -115,6 +115,7 @@ class Seq2SeqModule(DialogueModule):
             self.resolve_decoding(decoding),
             default_max_length=self.max_reply_length,
             ignore_ids=(tok.sep_id, tok.unk_id),
+            unk_id=tok.unk_id,  # generated only with `decoding.allow_unk`
         )
 
     def reply_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:

@@ -43,15 +43,39 @@ def problem(
     stats.skip(reason, f"{where} {item}" if item else where)
 
 
+MOSTLY_SKIPPED_HINT = (
+    "this usually means a truncated file, or files that do not belong together (another "
+    "export or version); check the files, or set data.strict=true to stop at the first problem"
+)
+
+
 def finish(
-    stats: ReadStats, strict: bool, logger: logging.Logger | None = None, source: str = ""
+    stats: ReadStats,
+    strict: bool,
+    logger: logging.Logger | None = None,
+    source: str = "",
+    kept: int | None = None,
+    attempted: int | None = None,
+    hint: str = MOSTLY_SKIPPED_HINT,
 ) -> None:
-    """Log one warning summarising what was skipped (strict readers raised already)."""
+    """Log one warning summarising what was skipped, by kind (strict readers raised already).
+
+    With `kept` (dialogues read) it also says plainly when most of the corpus was skipped:
+    fewer than half of the `attempted` dialogues (default: kept + skipped rows) were usable.
+    """
     if stats.total_skipped == 0:
         return
     assert not strict, "a strict reader must raise at its first problem"
     prefix = f"{source}: " if source else ""
-    (logger or log).warning("%s%s", prefix, stats.summary())
+    message = prefix + stats.summary()
+    if kept is not None:
+        attempted = attempted if attempted is not None else kept + stats.total_skipped
+        if attempted and kept < attempted / 2:
+            message += (
+                f"\nmost of the corpus was skipped: only {kept} of {attempted} dialogues are "
+                f"usable; {hint}"
+            )
+    (logger or log).warning("%s", message)
 
 
 def file_info(paths: Iterable[Path]) -> list[list[Any]]:

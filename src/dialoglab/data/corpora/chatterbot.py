@@ -39,6 +39,8 @@ class ChatterbotReader:
     (case-insensitive). Each conversation is its own group, so splits are fine-grained.
     """
 
+    group_by = "conversation"
+
     def __init__(
         self, language: str = "english", categories: list[str] | None = None, strict: bool = False
     ) -> None:
@@ -98,7 +100,7 @@ class ChatterbotReader:
                 f"unknown chatterbot categories {sorted(wanted - matched)} for language "
                 f"{self.language!r}; available: {', '.join(sorted(known))}"
             )
-        finish(stats, self.strict, source=f"chatterbot-corpus/{self.language}")
+        finish(stats, self.strict, source=f"chatterbot-corpus/{self.language}", kept=len(dialogues))
         return dialogues, stats
 
     def _conversations(self, file: Path, conversations: Any, stats: ReadStats) -> list[Dialogue]:

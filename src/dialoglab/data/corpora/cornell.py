@@ -7,34 +7,88 @@ from __future__ import annotations
 import ast
 import gc
 import json
-import os
+import logging
 import re
-import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from dialoglab.data.corpora.base import file_info, finish, problem
+from dialoglab.data.corpora.base import MOSTLY_SKIPPED_HINT, file_info, finish, problem
+from dialoglab.data.corpora.cornell_download import (
+    CONVERSATIONS_FILE,
+    CORNELL_URL,
+    LINES_FILE,
+    download_cornell,
+)
 from dialoglab.data.dialogue import Dialogue, ReadStats, Turn
 from dialoglab.errors import DataError
 
-CORNELL_URL = "https://www.cs.cornell.edu/~cristian/data/cornell_movie_dialogs_corpus.zip"
-ZIP_FOLDER = "cornell movie-dialogs corpus"
-LINES_FILE = "movie_lines.txt"
-CONVERSATIONS_FILE = "movie_conversations.txt"
+__all__ = ["CONVERSATIONS_FILE", "LINES_FILE", "CornellReader", "download_cornell"]
+
 CONVOKIT_FILE = "utterances.jsonl"
 SEP = " +++$+++ "
 FORMAT_HINT = f"does not look like the Cornell Movie-Dialogs format (fields separated by {SEP!r})"
 SNIFF_ROWS = 5
 
 _DIGITS = re.compile(r"\d+")
+UNKNOWN_LINE = "conversation references a line id missing from movie_lines.txt"
+MISMATCH_HINT = (
+    f"this usually means {LINES_FILE} is truncated or does not belong with "
+    f"{CONVERSATIONS_FILE} (another export or version of the corpus); check both come from "
+    "the same release, and see the reasons above"
+)
+log = logging.getLogger(__name__)
+
+
+class LineTable:
+    """The lines of `movie_lines.txt` by (movie, line id).
+
+    The release numbers lines across the whole corpus, but some re-packagings restart the ids
+    in every movie; keyed by movie, both read alike. An id found in one movie only is also
+    found from a conversation row whose movie field differs (`shared`: ids in several movies).
+    """
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple[str, str], Turn | None] = {}  # None: a line without text
+        self.owner: dict[str, str] = {}
+        self.shared: set[str] = set()
+
+    def add(self, movie: str, line_id: str, turn: Turn | None) -> bool:
+        """Record a line; False (nothing recorded) when the movie already has this id."""
+        key = (movie, line_id)
+        if key in self.lines:
+            return False
+        self.lines[key] = turn
+        if self.owner.setdefault(line_id, movie) != movie:
+            self.shared.add(line_id)
+        return True
+
+    def turns(self, movie: str, ids: list[str]) -> list[Turn] | str:
+        """The turns of a conversation, or why it cannot be read."""
+        lines = self.lines
+        try:
+            found = [lines[(movie, i)] for i in ids]
+        except KeyError:
+            keys = [self._key(movie, i) for i in ids]
+            if any(key is None for key in keys):
+                return UNKNOWN_LINE
+            found = [lines[key] for key in keys]  # type: ignore[index]
+        if any(t is None for t in found):
+            return "empty text"
+        return found  # type: ignore[return-value]
+
+    def _key(self, movie: str, line_id: str) -> tuple[str, str] | None:
+        if (movie, line_id) in self.lines:
+            return (movie, line_id)
+        owner = self.owner.get(line_id)
+        if owner is None or line_id in self.shared:
+            return None
+        return (owner, line_id)
 
 
 class CornellReader:
     """Reads the Cornell corpus found in `path` (default `data/cornell` under the cwd)."""
+
+    group_by = "movie"  # data.split_by=movie keeps each movie in one split
 
     def __init__(
         self,
@@ -88,15 +142,22 @@ class CornellReader:
             download_cornell(self.path, self.url)
             layout = "cornell"
         stats = ReadStats()
-        read = self._read_cornell if layout == "cornell" else self._read_convokit
+        attempted: int | None = None  # conversation rows (ConvoKit: kept + skipped)
         gc_was_enabled = gc.isenabled()
         gc.disable()  # about a million small acyclic objects: nothing for the collector
         try:
-            dialogues = read(stats)
+            if layout == "cornell":
+                dialogues, attempted = self._read_cornell(stats)
+            else:
+                dialogues = self._read_convokit(stats)
         finally:
             if gc_was_enabled:
                 gc.enable()
-        finish(stats, self.strict, source=f"Cornell corpus in {self.path}")
+        source = f"Cornell corpus in {self.path}"
+        hint = MISMATCH_HINT if layout == "cornell" else MOSTLY_SKIPPED_HINT
+        finish(
+            stats, self.strict, source=source, kept=len(dialogues), attempted=attempted, hint=hint
+        )
         return dialogues, stats
 
     # -- original release -------------------------------------------------------------------
@@ -124,17 +185,24 @@ class CornellReader:
             raise DataError(FORMAT_HINT + "; check data.path", str(file))
         return rows
 
-    def _read_cornell(self, stats: ReadStats) -> list[Dialogue]:
+    def _read_cornell(self, stats: ReadStats) -> tuple[list[Dialogue], int]:
+        """Dialogues, and how many conversation rows there were (usable or not)."""
         line_rows = self._rows(self.path / LINES_FILE)  # both files checked before parsing
         conv_rows = self._rows(self.path / CONVERSATIONS_FILE)
-        lines, empty = self._read_lines(stats, line_rows)
-        return self._read_conversations(stats, conv_rows, lines, empty)
+        table = self._read_lines(stats, line_rows)
+        if table.shared:
+            log.info(
+                "%s: %d line ids recur in several movies (ids restart per movie): lines are "
+                "matched to conversations within their movie",
+                self.path / LINES_FILE,
+                len(table.shared),
+            )
+        return self._read_conversations(stats, conv_rows, table)
 
-    def _read_lines(self, stats: ReadStats, rows: list[str]) -> tuple[dict[str, Turn], set[str]]:
-        """`movie_lines.txt`: line id -> turn for lines with text, and the ids of empty lines."""
+    def _read_lines(self, stats: ReadStats, rows: list[str]) -> LineTable:
+        """`movie_lines.txt`: the turns of lines with text, and the ids of empty lines."""
         lines_file = self.path / LINES_FILE
-        lines: dict[str, Turn] = {}
-        empty: set[str] = set()
+        table = LineTable()
         for lineno, row in enumerate(rows, 1):
             parts = row.split(SEP, 4)
             if len(parts) != 5:
@@ -146,30 +214,27 @@ class CornellReader:
                     reason = "malformed line row (expected 5 fields)"
                     problem(stats, self.strict, reason, lines_file, lineno)
                     continue
-            line_id, character, _, _, text = parts
-            line_id = line_id.strip()
-            if line_id in lines or line_id in empty:
-                problem(stats, self.strict, f"duplicate line id {line_id!r}", lines_file, lineno)
-                continue
-            text = text.strip()
-            if text:
-                lines[line_id] = Turn(character.strip(), text)
-            else:
-                empty.add(line_id)
-        if not lines:
+            line_id, character, movie, _, text = parts
+            line_id, text = line_id.strip(), text.strip()
+            turn = Turn(character.strip(), text) if text else None
+            if not table.add(movie.strip(), line_id, turn):
+                reason = "duplicate line id (in the same movie)"
+                problem(stats, self.strict, reason, lines_file, lineno, item=repr(line_id))
+        if not table.lines:
             raise DataError(FORMAT_HINT + "; no row could be read", str(lines_file))
-        return lines, empty
+        return table
 
     def _read_conversations(
-        self, stats: ReadStats, rows: list[str], lines: dict[str, Turn], empty: set[str]
-    ) -> list[Dialogue]:
+        self, stats: ReadStats, rows: list[str], table: LineTable
+    ) -> tuple[list[Dialogue], int]:
         """`movie_conversations.txt`: one dialogue per row whose line ids all have text."""
         conv_file = self.path / CONVERSATIONS_FILE
         strict = self.strict
         dialogues: list[Dialogue] = []
         seen_ids: set[str] = set()
-        parsed_rows = 0
+        parsed_rows = attempted = 0
         for lineno, row in enumerate(rows, 1):
+            attempted += bool(row.strip())
             parts = row.split(SEP, 3)
             if len(parts) != 4:
                 if row.strip():
@@ -181,17 +246,14 @@ class CornellReader:
                 problem(stats, strict, "malformed utterance id list", conv_file, lineno)
                 continue
             parsed_rows += 1
-            try:
-                turns = list(map(lines.__getitem__, ids))
-            except KeyError:
-                unknown = any(i not in lines and i not in empty for i in ids)
-                reason = "conversation references unknown line id" if unknown else "empty text"
-                problem(stats, strict, reason, conv_file, lineno)
+            movie = parts[2].strip()
+            turns = table.turns(movie, ids)
+            if isinstance(turns, str):
+                problem(stats, strict, turns, conv_file, lineno)
                 continue
             if len(turns) < 2:
                 problem(stats, strict, "fewer than 2 turns", conv_file, lineno)
                 continue
-            movie = parts[2].strip()
             dialogue_id = f"{movie}:{ids[0]}"
             if dialogue_id in seen_ids:
                 dialogue_id = f"{dialogue_id}@{lineno}"
@@ -199,7 +261,7 @@ class CornellReader:
             dialogues.append(Dialogue(id=dialogue_id, turns=turns, group=movie))
         if parsed_rows == 0:
             raise DataError(FORMAT_HINT + "; no conversation row could be read", str(conv_file))
-        return dialogues
+        return dialogues, attempted
 
     # -- ConvoKit -----------------------------------------------------------------------------
 
@@ -303,89 +365,3 @@ def _order_utterances(utts: list[tuple]) -> list[tuple]:
         return (int(digits[-1]) if digits else -1, u[1])
 
     return sorted(utts, key=key)
-
-
-def download_cornell(dest: str | Path, url: str = CORNELL_URL, timeout: float = 10) -> Path:
-    """Download the release zip, check it, and put its two dialogue files in `dest`.
-
-    Atomic: the zip goes to a temporary file beside `dest` and files are extracted into a
-    temporary folder, then moved; nothing half-written is left behind on failure.
-    """
-    dest = Path(dest)
-    parent = dest.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    hint = (
-        f"download cornell_movie_dialogs_corpus.zip yourself and put {LINES_FILE} and "
-        f"{CONVERSATIONS_FILE} in {dest.resolve()}, or set data.path=<folder that has them>"
-    )
-    fd, tmp_name = tempfile.mkstemp(prefix=".cornell-", suffix=".zip.part", dir=parent)
-    tmp_zip = Path(tmp_name)
-    tmp_dir: Path | None = None
-    try:
-        _fetch(url, fd, timeout, hint)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=".cornell-", dir=parent))
-        _extract_dialogue_files(tmp_zip, tmp_dir, url, hint)
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in (LINES_FILE, CONVERSATIONS_FILE):
-            os.replace(tmp_dir / name, dest / name)
-    finally:
-        tmp_zip.unlink(missing_ok=True)
-        if tmp_dir is not None:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    return dest
-
-
-def _fetch(url: str, fd: int, timeout: float, hint: str) -> None:
-    """Stream `url` into the open file descriptor `fd` (closed afterwards), with a progress bar."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
-    try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            requests.get(url, stream=True, timeout=timeout) as resp,
-        ):
-            resp.raise_for_status()
-            total = int(resp.headers.get("content-length") or 0) or None
-            columns = (
-                TextColumn("downloading Cornell corpus"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-            )
-            with Progress(*columns, transient=True) as progress:
-                task = progress.add_task("download", total=total)
-                for chunk in resp.iter_content(chunk_size=1 << 16):
-                    out.write(chunk)
-                    progress.update(task, advance=len(chunk))
-    except requests.exceptions.RequestException as err:
-        raise DataError(
-            f"could not download the Cornell corpus from {url} ({err}). "
-            f"You seem to be offline: {hint}."
-        ) from err
-
-
-def _extract_dialogue_files(zip_path: Path, into: Path, url: str, hint: str) -> None:
-    """Check the downloaded zip and copy its lines and conversations files into `into`."""
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            bad = zf.testzip()
-            if bad is not None:
-                raise DataError(f"downloaded zip is corrupt at {bad!r}; {hint}", url)
-            names = set(zf.namelist())
-            members = {}
-            for name in (LINES_FILE, CONVERSATIONS_FILE):
-                member = next((m for m in (f"{ZIP_FOLDER}/{name}", name) if m in names), None)
-                if member is None:
-                    raise DataError(f"downloaded zip has no {ZIP_FOLDER}/{name}; {hint}", url)
-                members[name] = member
-            for name, member in members.items():
-                with zf.open(member) as src, open(into / name, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    except zipfile.BadZipFile as err:
-        raise DataError(f"downloaded file is not a valid zip ({err}); {hint}", url) from err

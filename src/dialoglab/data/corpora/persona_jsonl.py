@@ -30,6 +30,8 @@ _KINDS[type(None)] = "null"
 class PersonaJsonlReader:
     """Reads a persona jsonl file; strict (the default) raises at the first bad line."""
 
+    group_by = "persona"  # one persona text never lands in two splits
+
     def __init__(self, path: str | Path, strict: bool = True) -> None:
         self.path = Path(path)
         self.strict = strict
@@ -68,7 +70,7 @@ class PersonaJsonlReader:
             raise DataError(f"empty file: expected one JSON object a line; {FORMS}", str(self.path))
         if not dialogues:
             raise DataError(f"no usable line ({stats.summary()}); {FORMS}", str(self.path))
-        finish(stats, self.strict, source=str(self.path))
+        finish(stats, self.strict, source=str(self.path), kept=len(dialogues))
         return dialogues, stats
 
 
