@@ -95,6 +95,31 @@ def choose_quantize() -> str:
     )
 
 
+def beam_controls(base: DecodingConfig, k: str) -> dict[str, Any]:
+    """Widgets for beam search's fields (beams, length penalty, early stop, MMI reranking)."""
+    values: dict[str, Any] = {}
+    values["num_beams"] = st.slider("Beams", 1, 10, max(base.num_beams, 1), key=k + "beams")
+    values["length_penalty"] = st.slider(
+        "Length penalty", -1.0, 3.0, base.length_penalty, 0.1, key=k + "lp"
+    )
+    values["early_stopping"] = st.checkbox(
+        "Stop at the first finished beams",
+        base.early_stopping,
+        key=k + "early",
+        help="Shorter replies; off: search until no beam can beat the finished ones",
+    )
+    values["mmi_lambda"] = st.slider(
+        "MMI lambda (0 = off)",
+        0.0,
+        1.0,
+        min(base.mmi_lambda, 1.0),
+        0.05,
+        key=k + "mmi",
+        help="Rerank finished beams against replies likely after any message (seq2seq)",
+    )
+    return values
+
+
 def decoding_controls(bot: Chatbot) -> DecodingConfig:
     """Widgets for a decoding preset and its fields; returns the resulting config."""
     presets = preset_names(PRESETS_DIR)
@@ -119,25 +144,7 @@ def decoding_controls(bot: Chatbot) -> DecodingConfig:
         key=k + "min",
     )
     if strategy == "beam":
-        values["num_beams"] = st.slider("Beams", 1, 10, max(base.num_beams, 1), key=k + "beams")
-        values["length_penalty"] = st.slider(
-            "Length penalty", -1.0, 3.0, base.length_penalty, 0.1, key=k + "lp"
-        )
-        values["early_stopping"] = st.checkbox(
-            "Stop at the first finished beams",
-            base.early_stopping,
-            key=k + "early",
-            help="Shorter replies; off: search until no beam can beat the finished ones",
-        )
-        values["mmi_lambda"] = st.slider(
-            "MMI lambda (0 = off)",
-            0.0,
-            1.0,
-            min(base.mmi_lambda, 1.0),
-            0.05,
-            key=k + "mmi",
-            help="Rerank finished beams against replies likely after any message (seq2seq)",
-        )
+        values.update(beam_controls(base, k))
     if strategy == "sample":
         values["temperature"] = st.slider(
             "Temperature", 0.05, 2.0, base.temperature, 0.05, key=k + "temp"
