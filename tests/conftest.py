@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,6 +31,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Child processes often get a fresh HOME (no user config); they keep the real cache directory, so
 # they load the C++ extension `make install` built instead of building their own.
 os.environ.setdefault("XDG_CACHE_HOME", str(Path.home() / ".cache"))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from two threads, and on a busy machine they lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

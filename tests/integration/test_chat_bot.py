@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from benchmarks import chat_latency
 from dialoglab.chat.bot import EMPTY_PROMPT, Chatbot, clean_text
@@ -19,12 +18,7 @@ def bot(chat_checkpoint: Path) -> Chatbot:
     return Chatbot.from_checkpoint(chat_checkpoint, decoding="greedy")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Spy:

@@ -22,13 +22,7 @@ VOCAB = 23
 SEARCHES = ("greedy", "beam", "sample", "nucleus", "beam_mmi")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two fighting over shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_model(seed: int = 0, bias: dict[int, float] | None = None) -> GRUAttnSeq2Seq:

@@ -136,15 +136,6 @@ def tiny_model(seed: int = 0, dropout: float = 0.0) -> GRUAttnSeq2Seq:
     return GRUAttnSeq2Seq(config)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from two threads, and on a busy machine they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_bf16_autocast_training_tracks_fp32(one_thread) -> None:
     """A few steps under bf16 autocast end at (nearly) the fp32 loss on the same batches."""
     batches = []

@@ -74,13 +74,7 @@ def ngrams(seq: list[int], n: int) -> list[tuple[int, ...]]:
 LENGTHS = [6, 4, 1, 6, 2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two fighting over shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -----------------------------------------------------------------------------

@@ -15,22 +15,38 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
-class ResumableShuffleSampler(Sampler[int]):
+class SkipsOnce:
+    """`resume_at(epoch, position)`: the next pass over that epoch starts after its first
+    `position` items (the sampler's `epoch` says which epoch a pass is)."""
+
+    epoch: int
+    _resume: tuple[int, int] | None = None  # (epoch, items to skip)
+
+    def resume_at(self, epoch: int, position: int) -> None:
+        self._resume = (int(epoch), max(0, int(position)))
+
+    def skip_resumed(self, order: list[int]) -> Iterator[int]:
+        """`order`, without the items a pending `resume_at` of this epoch skips (once)."""
+        start = 0
+        if self._resume is not None:
+            epoch, position = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                start = position
+        yield from order[start:]
+
+
+class ResumableShuffleSampler(SkipsOnce, Sampler[int]):
     """A permutation of range(n) drawn from (seed, epoch); `resume_at` skips its first items once."""
 
     def __init__(self, data_source: Sized, seed: int = 0) -> None:
         self.n = len(data_source)
         self.seed = int(seed)
         self.epoch = 0
-        self._resume: tuple[int, int] | None = None  # (epoch, items to skip)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch (also after the iterator exists, before use)."""
         self.epoch = int(epoch)
-
-    def resume_at(self, epoch: int, position: int) -> None:
-        """The next iteration over `epoch` starts after its first `position` items."""
-        self._resume = (int(epoch), max(0, int(position)))
 
     def order(self, epoch: int) -> list[int]:
         generator = torch.Generator()
@@ -38,38 +54,18 @@ class ResumableShuffleSampler(Sampler[int]):
         return torch.randperm(self.n, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        start = 0
-        if self._resume is not None:
-            epoch, position = self._resume
-            self._resume = None
-            if epoch == self.epoch:
-                start = position
-        yield from self.order(self.epoch)[start:]
+        return self.skip_resumed(self.order(self.epoch))
 
     def __len__(self) -> int:
         return self.n
 
 
-class ResumableDistributedSampler(DistributedSampler):
+class ResumableDistributedSampler(SkipsOnce, DistributedSampler):
     """This rank's shard of a (seed, epoch) shuffle, as `DistributedSampler` draws it, that can
     skip the first items of an epoch once: each rank of a resumed DDP run continues its shard."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._resume: tuple[int, int] | None = None  # (epoch, items to skip)
-
-    def resume_at(self, epoch: int, position: int) -> None:
-        """The next iteration over `epoch` starts after the shard's first `position` items."""
-        self._resume = (int(epoch), max(0, int(position)))
-
     def __iter__(self) -> Iterator[int]:
-        start = 0
-        if self._resume is not None:
-            epoch, position = self._resume
-            self._resume = None
-            if epoch == self.epoch:
-                start = position
-        yield from list(super().__iter__())[start:]
+        return self.skip_resumed(list(super().__iter__()))
 
 
 RESUMABLE_SAMPLERS = (ResumableShuffleSampler, ResumableDistributedSampler)

@@ -3,7 +3,7 @@ accepts, not every folder of conf/.
 
 Hydra's default help lists all groups under conf/ ($APP_CONFIG_GROUPS), also those of other
 entry points (train.py would show `decoding`, which it rejects). conf/hydra/help/dialoglab.yaml
-instead interpolates `${config_groups:}`: the groups in the composed config's defaults tree
+instead interpolates `${config_groups:}` (registered in resolvers.py): the groups in the composed config's defaults tree
 (`hydra.runtime.choices`) with their options from Hydra's own config loader.
 """
 
@@ -28,7 +28,3 @@ def config_groups(*, _root_: DictConfig) -> str:
         default = f" (default: {chosen})" if chosen is not None else " (default: none)"
         lines.append(f"{group}: {', '.join(options)}{default}")
     return "\n".join(lines)
-
-
-if not OmegaConf.has_resolver("config_groups"):
-    OmegaConf.register_new_resolver("config_groups", config_groups)

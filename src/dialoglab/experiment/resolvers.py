@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from dialoglab.experiment.entry_help import config_groups
 from dialoglab.experiment.launch import shared_run_name
 
 
@@ -56,15 +57,15 @@ def gpus_per_node(accelerator: str, devices: object) -> object:
     return None if str(accelerator) == "cpu" else devices
 
 
-if not OmegaConf.has_resolver("cwd"):  # the directory the command was started from
-    OmegaConf.register_new_resolver("cwd", os.getcwd, use_cache=True)
-if not OmegaConf.has_resolver("run_id"):
-    OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
-if not OmegaConf.has_resolver("run_name"):
-    OmegaConf.register_new_resolver("run_name", run_name, use_cache=True)
-if not OmegaConf.has_resolver("gpus_per_node"):
-    OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node)
-if not OmegaConf.has_resolver("sweep_name"):
-    OmegaConf.register_new_resolver("sweep_name", sweep_name)
-if not OmegaConf.has_resolver("job_suffix"):
-    OmegaConf.register_new_resolver("job_suffix", job_suffix)
+RESOLVERS = {  # name -> (function, whether its first value is kept for the run)
+    "cwd": (os.getcwd, True),  # the directory the command was started from
+    "run_id": (_run_id, True),
+    "run_name": (run_name, True),
+    "gpus_per_node": (gpus_per_node, False),
+    "sweep_name": (sweep_name, False),
+    "job_suffix": (job_suffix, False),
+    "config_groups": (config_groups, False),  # --help: the groups an entry point accepts
+}
+for _name, (_resolver, _cached) in RESOLVERS.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver, use_cache=_cached)

@@ -20,10 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dialoglab.errors import CheckpointError, DialoglabError
-from dialoglab.experiment import (
-    entry_help,  # noqa: F401  (${config_groups:} for --help)
-    resolvers,  # noqa: F401  (every entry point's configs use them)
-)
+from dialoglab.experiment import resolvers  # noqa: F401  (every entry point's configs use them)
 from dialoglab.experiment.console import log_to_files, print_error, quiet_third_party
 
 log = logging.getLogger(__name__)
