@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT, TINY_GRU
-from tests.integration.test_sweeps import job_dirs, overrides_of
+from tests.experiment.test_sweeps import job_dirs, overrides_of
 
 pytestmark = pytest.mark.slow
 

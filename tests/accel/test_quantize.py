@@ -201,7 +201,7 @@ def test_no_deprecation_warning_leaks(trained: Seq2SeqModule) -> None:
 def gpt2():
     from dialoglab.data.hf_tokenization import HFTokenizer
     from dialoglab.models.causal_lm import CausalLMModule
-    from tests.unit.test_gpt2_tokenization import EXAMPLES
+    from tests.data.test_gpt2_tokenization import EXAMPLES
 
     tok = HFTokenizer(vocab_size=300, min_frequency=1).fit_examples(EXAMPLES * 3)
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import requests
 
 from dialoglab.data.corpora.cornell import CornellReader, download_cornell
 from dialoglab.errors import DataError
-from tests.unit.test_corpora import GOOD_CONVS, GOOD_LINES
+from tests.data.test_corpora import GOOD_CONVS, GOOD_LINES
 
 
 def make_zip(folder: str = "cornell movie-dialogs corpus") -> bytes:

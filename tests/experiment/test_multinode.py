@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from tests.conftest import TINY_GRU, free_port
+from tests.experiment.test_ddp import COMPARED
+from tests.experiment.test_train import run_cli
 from tests.helpers.nodes import lightning_envs, lightning_node, node_env, run_nodes, torchrun_node
-from tests.integration.test_ddp import COMPARED
-from tests.integration.test_train import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dialoglab.experiment.distributed import config_digest
-from tests.integration.test_sweeps import job_dirs, overrides_of, run_multirun
+from tests.experiment.test_sweeps import job_dirs, overrides_of, run_multirun
 
 COMPARED = [
     f"{stage}/{name}"

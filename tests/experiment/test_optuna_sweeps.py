@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 
 from dialoglab.experiment.sweep_report import build_report
 from tests.conftest import REPO_ROOT
-from tests.integration.test_sweeps import OPTUNA, job_dirs, overrides_of
-from tests.integration.test_train import run_cli
+from tests.experiment.test_sweeps import OPTUNA, job_dirs, overrides_of
+from tests.experiment.test_train import run_cli
 
 # every trial is pruned after its second epoch (val/ppl_best > 1): a deterministic pruner
 PRUNE_AFTER_EPOCH_1 = (

@@ -16,7 +16,7 @@ import torch
 
 from dialoglab.experiment.resume import find_unfinished_run
 from tests.conftest import REPO_ROOT, TINY_GRU
-from tests.integration.test_train import run_cli
+from tests.experiment.test_train import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ from dialoglab.models.components.gpt2 import (
     is_activation_checkpointing,
 )
 from dialoglab.models.schedules import warmup_decay
+from tests.data.test_gpt2_tokenization import EXAMPLES, TEXTS
 from tests.helpers.workloads import full_logits_nll
-from tests.unit.test_gpt2_tokenization import EXAMPLES, TEXTS
 
 
 @pytest.fixture(scope="module")

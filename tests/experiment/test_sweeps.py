@@ -29,7 +29,7 @@ from dialoglab.experiment.wandb_sweep import (
     sample_assignments,
 )
 from tests.conftest import REPO_ROOT, TINY_GRU
-from tests.integration.test_train import run_cli
+from tests.experiment.test_train import run_cli
 
 
 def run_multirun(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:

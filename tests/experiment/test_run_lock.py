@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from dialoglab.errors import ConfigError
 from dialoglab.experiment.resume import find_unfinished_run, prepare_resume
 from tests.conftest import REPO_ROOT
-from tests.unit.test_resumable import make_run
+from tests.experiment.test_resumable import make_run
 
 CLAIM = """
 import sys, time
