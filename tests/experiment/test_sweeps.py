@@ -225,10 +225,20 @@ def test_report_without_runs_is_a_clear_error(tmp_path: Path) -> None:
     assert "no runs found" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("preset", ["gru_attn_optuna", "gpt2_scratch_optuna"])
-def test_optuna_presets_compose_with_a_stable_sweep_dir(hydra_cfg, tmp_path: Path, preset: str):
-    assert (CONFIG_DIR / "model" / f"{preset.removesuffix('_optuna')}.yaml").is_file()
+@pytest.mark.parametrize(
+    ("preset", "model"),
+    [
+        ("gru_attn_optuna", "gru_attn"),
+        ("gpt2_scratch_optuna", "gpt2_scratch"),
+        ("cornell_optuna", "gru_attn"),
+    ],
+)
+def test_optuna_presets_compose_with_a_stable_sweep_dir(
+    hydra_cfg, tmp_path: Path, preset: str, model: str
+):
     cfg = hydra_cfg([f"hparams_search={preset}"])
+    preset_model = yaml.safe_load((CONFIG_DIR / "model" / f"{model}.yaml").read_text())
+    assert cfg.model._target_ == preset_model["_target_"]
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("DialoglabOptunaSweeper")
     assert cfg.hydra.mode == RunMode.MULTIRUN
@@ -236,7 +246,7 @@ def test_optuna_presets_compose_with_a_stable_sweep_dir(hydra_cfg, tmp_path: Pat
     # no date in the sweep dir: the same command finds the same study again
     assert cfg.hydra.sweep.dir == str(tmp_path / "outputs" / "train" / "sweeps" / preset)
     assert sweeper.storage is None  # SQLite in the sweep dir: sqlite:///<dir>/optuna.sqlite
-    assert sweeper.pruner == "median" and sweeper._recursive_ is False
+    assert sweeper.pruner == "hyperband" and sweeper._recursive_ is False
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 1234
     for key in sweeper.params:  # every searched key exists in the composed config
         assert OmegaConf.select(cfg, key) is not None, key
