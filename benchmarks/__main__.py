@@ -17,42 +17,21 @@ from typing import Any
 
 from benchmarks.common import REPO_ROOT, Figure, environment, load_average, run_isolated
 
-# name -> (module:function, what it measures)
+# name -> (module:function, what it measures); docs/benchmarks.md says more about each
 BENCHES: dict[str, tuple[str, str]] = {
-    "tutorial_step": (
-        "benchmarks.vs_tutorial:run_step",
-        "one gru_attn training step: the tutorial's per-step decoder loop vs our parallel step",
-    ),
-    "tutorial_run": (
-        "benchmarks.vs_tutorial:run_whole",
-        "wall time to a fixed val loss on the Cornell slice, ours vs the tutorial recipe",
-    ),
-    "lightning": (
-        "benchmarks.lightning_overhead:run",
-        "GPT-2 scratch tokens/s through lightning.Trainer vs a plain loop",
-    ),
-    "compile": (
-        "benchmarks.compile:run",
-        "GPT-2 scratch training step with model.compile=true vs eager",
-    ),
-    "data": ("benchmarks.data:run", "parse + tokenize the slice and a full-size synthetic Cornell"),
-    "memory": ("benchmarks.memory:run", "peak RSS and wall time of one train.py epoch"),
-    "replies": (
-        "benchmarks.replies:run",
-        "reply latency p50/p95 and throughput, fp32, int8, int8 with accel=none",
-    ),
-    "chat": ("benchmarks.chat_latency:run", "Chatbot.reply latency of a trained checkpoint"),
-    "decoding": (
-        "benchmarks.decoding:run",
-        "BLEU, distinct-2, unk_rate, ... and p50 per decoding of a checkpoint on its val split",
-    ),
-    "speed_paths": (
-        "benchmarks.speed_paths:run",
-        "training epoch time and tokens/s, accel=auto vs none",
-    ),
-    "gpu": ("benchmarks.gpu:run", "on a CUDA device: gru_attn vs the tutorial, GPT-2 MFU, DDP"),
+    "tutorial_step": ("vs_tutorial:run_step", "gru_attn training step: tutorial's loop vs ours"),
+    "tutorial_run": ("vs_tutorial:run_whole", "time to a val loss on the slice: ours vs tutorial"),
+    "lightning": ("lightning_overhead:run", "GPT-2 scratch tokens/s: lightning.Trainer vs plain"),
+    "data": ("data:run", "parse + tokenize the slice and a full-size synthetic Cornell"),
+    "memory": ("memory:run", "peak RSS and wall time of one train.py epoch"),
+    "replies": ("replies:run", "reply latency p50/p95 and throughput: fp32, int8, accel=none"),
+    "chat": ("chat_latency:run", "Chatbot.reply latency of a trained checkpoint"),
+    "decoding": ("decoding:run", "quality and p50 per decoding of a checkpoint on its val split"),
+    "speed_paths": ("speed_paths:run", "training epoch time and tokens/s, accel=auto vs none"),
+    "gpu": ("gpu:run", "on a CUDA device: gru_attn vs the tutorial, GPT-2 MFU, DDP"),
 }
 BUDGET_SECONDS = 15 * 60
+MET = {True: "yes", False: "**no**", None: ""}  # a figure against its target
 
 
 def command_for(names: list[str], args: argparse.Namespace) -> str:
@@ -63,14 +42,6 @@ def command_for(names: list[str], args: argparse.Namespace) -> str:
         + ([f"--threads {args.threads}"] if args.threads else [])
         + ([f"--ckpt {args.ckpt}"] if args.ckpt else [])
     ).replace("  ", " ")
-
-
-def fmt_value(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def write_markdown(path: Path, report: dict[str, Any]) -> None:
@@ -89,14 +60,8 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for fig in map(Figure.from_dict, report["figures"]):
-        value = fmt_value(fig.value) + (
-            f" {fig.unit}" if fig.unit and fig.value is not None else ""
-        )
-        met = {True: "yes", False: "**no**", None: ""}[fig.met]
-        note = fig.note.replace("|", "/")
-        lines.append(
-            f"| {fig.name} | {value} | {fig.target_text()} | {met} | {fig.bench} | {note} |"
-        )
+        row = (fig.name, fig.value_text(), fig.target_text(), MET[fig.met], fig.bench, fig.note)
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
     lines += ["", "Per benchmark: the command that measures it again, its wall time, any error", ""]
     for bench in report["benches"].values():
         error = f", FAILED: {bench['error'].splitlines()[-1]}" if bench["error"] else ""
@@ -110,15 +75,16 @@ def run_one(name: str, args: argparse.Namespace) -> tuple[list[Figure], dict[str
     start, error, figures = time.perf_counter(), None, []
     kwargs = {"quick": args.quick, "ckpt_path": args.ckpt}
     try:
-        result = run_isolated(BENCHES[name][0], kwargs, args.threads, BUDGET_SECONDS)
+        result = run_isolated(
+            "benchmarks." + BENCHES[name][0], kwargs, args.threads, BUDGET_SECONDS
+        )
         figures = [Figure.from_dict(f) for f in result]
     except Exception as err:  # a failing benchmark is reported, the others still run
         error = f"{type(err).__name__}: {err}"
         print(f"[bench] {name} FAILED: {error}", file=sys.stderr, flush=True)
     for fig in figures:
         fig.bench = name
-        met = {True: "met", False: "NOT met", None: ""}[fig.met]
-        print(f"    {fig.name}: {fmt_value(fig.value)} {fig.unit} {fig.target_text()} {met}")
+        print(f"    {fig.name}: {fig.value_text()} {fig.target_text()} {MET[fig.met]}".rstrip())
     seconds = time.perf_counter() - start
     print(f"[bench] {name} done in {seconds:.0f} s", flush=True)
     return figures, {"seconds": seconds, "error": error, "command": command_for([name], args)}

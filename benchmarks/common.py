@@ -1,8 +1,7 @@
-"""What every benchmark shares: the Figure record, timers, peak RSS, isolated child processes.
+"""What every benchmark shares: the Figure record, timers, child processes, train.py runs.
 
-A benchmark module exposes `run(quick: bool, ...) -> list[Figure]`. The runner (`python -m
-benchmarks`) calls each in a fresh Python process, so that the peak memory, thread pools and
-compiled kernels of one measurement do not leak into the next.
+A benchmark module exposes `run(quick: bool, ...) -> list[Figure]`; the runner calls each in a
+fresh Python process, so that peak memory, thread pools and compiled kernels do not leak.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import json
 import math
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -22,29 +20,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORNELL_SLICE = REPO_ROOT.parent / "shared" / "data" / "cornell-subset"
 RESULT_MARK = "@@bench-result@@ "  # prefix of the one stdout line a child writes its result on
 
 # Everyday chat messages the reply benchmarks send, one after another.
 CHAT_PROMPTS = (
-    "hello!",
-    "how are you?",
-    "what is your name?",
-    "do you like movies?",
-    "where are you going?",
-    "tell me a joke",
-    "what do you think about computers?",
-    "are you a robot?",
-    "what is the meaning of life?",
-    "i had a long day at work and i am very tired",
-    "can you help me with my homework?",
-    "what is your favorite food?",
-    "do you have any hobbies?",
-    "it is raining again today",
-    "who made you?",
-    "good night",
-)
+    "hello!", "how are you?", "what is your name?", "do you like movies?", "where are you going?",
+    "tell me a joke", "what do you think about computers?", "are you a robot?",
+    "what is the meaning of life?", "i had a long day at work and i am very tired",
+    "can you help me with my homework?", "what is your favorite food?",
+    "do you have any hobbies?", "it is raining again today", "who made you?", "good night",
+)  # fmt: skip
 
 
 @dataclass
@@ -54,7 +43,7 @@ class Figure:
     name: str
     value: float | int | str | None
     unit: str = ""
-    target: tuple[str, float] | None = None  # (">=" | "<=", threshold)
+    target: tuple[str, float] | None = None  # (">=" | "<=", threshold); a list from JSON
     note: str = ""
     bench: str = ""  # filled in by the runner: which `--only` name reproduces it
 
@@ -67,25 +56,29 @@ class Figure:
         op, threshold = self.target
         return bool(value >= threshold if op == ">=" else value <= threshold)
 
+    def value_text(self) -> str:
+        """The value as the reports print it, with its unit: "1,234 tokens/s", "n/a"."""
+        value = self.value
+        if value is None:
+            return "n/a"
+        if isinstance(value, float):
+            text = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        else:
+            text = f"{value:,}" if isinstance(value, int) else str(value)
+        return f"{text} {self.unit}".strip()
+
     def target_text(self) -> str:
         if self.target is None:
             return ""
         op, threshold = self.target
-        unit = f" {self.unit}" if self.unit else ""
-        return f"{'≥' if op == '>=' else '≤'} {threshold:g}{unit}"
+        return f"{'≥' if op == '>=' else '≤'} {threshold:g} {self.unit}".strip()
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["target"] = list(self.target) if self.target else None
-        out["met"] = self.met
-        return out
+        return {**asdict(self), "met": self.met}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Figure:
-        data = {k: v for k, v in data.items() if k != "met"}
-        if data.get("target"):
-            data["target"] = (data["target"][0], float(data["target"][1]))
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k != "met"})
 
 
 def synchronized(fn: Callable[[], Any], device: Any) -> Callable[[], None]:
@@ -99,18 +92,6 @@ def synchronized(fn: Callable[[], Any], device: Any) -> Callable[[], None]:
             torch.cuda.synchronize(device)
 
     return call
-
-
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
-    """Seconds of each of `repeats` calls of fn, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def time_interleaved(
@@ -137,18 +118,14 @@ def time_interleaved(
     return times
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of `repeats` calls of fn, after `warmup` untimed calls."""
+    return time_interleaved({"fn": fn}, repeats, warmup)["fn"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated q-th percentile (0-100) of values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
@@ -156,47 +133,55 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
 
 
-def set_seed(seed: int) -> None:
-    import random
+def bare_trainer(**options: Any) -> Any:
+    """A CPU `lightning.Trainer` without logger, checkpoints, progress bar, model summary or sanity
+    check, clipping at 50 as the recipes do (unless `options` say otherwise): what it times is
+    the training loop itself."""
+    import lightning.pytorch as pl
 
-    import torch
+    bare = dict(accelerator="cpu", devices=1, gradient_clip_val=50.0, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                num_sanity_val_steps=0)  # fmt: skip
+    return pl.Trainer(**{**bare, **options})
 
-    random.seed(seed)
-    torch.manual_seed(seed)
 
-
-def bench_env(threads: int | None = None) -> dict[str, str]:
-    """Environment of benchmark children: offline, no W&B, `src/` and the repo importable."""
-    quiet = {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env = {**quiet, "PYTHONWARNINGS": "ignore", **os.environ}
+def run_python(args: list[str], threads: int | None = None, timeout: float | None = None) -> str:
+    """`python ARGS` from the repository root, offline, without W&B, with `src/` and the repo
+    importable (`threads`: its OMP_NUM_THREADS); its stdout. A failure raises RuntimeError with
+    the end of its output."""
+    env = {"WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONWARNINGS": "ignore", **os.environ}  # fmt: skip
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     paths = [env.get("PYTHONPATH", ""), str(REPO_ROOT / "src"), str(REPO_ROOT)]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    return env
+    proc = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        tail = (proc.stdout[-2000:] + "\n" + proc.stderr[-4000:]).strip()
+        raise RuntimeError(f"python {' '.join(args[:3])} failed (exit {proc.returncode}):\n{tail}")
+    return proc.stdout
 
 
 def run_isolated(
     target: str, kwargs: dict[str, Any], threads: int | None = None, timeout: float = 900
 ) -> Any:
     """Call `module:function(**kwargs)` in a fresh Python process and return its JSON result
-    (keywords the function does not take are left out). A failure raises RuntimeError with the
-    end of the child's output."""
-    args = [target, json.dumps(kwargs), str(threads or 0)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.common", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=bench_env(threads),
-        cwd=REPO_ROOT,
-        check=False,
+    (keywords the function does not take are left out)."""
+    args = ["-m", "benchmarks.common", target, json.dumps(kwargs), str(threads or 0)]
+    lines = run_python(args, threads, timeout).splitlines()
+    return json.loads(
+        next(ln for ln in reversed(lines) if ln.startswith(RESULT_MARK))[len(RESULT_MARK) :]
     )
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK) :])
-    tail = (proc.stdout[-2000:] + "\n" + proc.stderr[-4000:]).strip()
-    raise RuntimeError(f"{target} failed (exit {proc.returncode}):\n{tail}")
+
+
+def train_py(root: str, overrides: list[str]) -> float:
+    """Run `python train.py` as a user does, on the Cornell slice with its outputs under `root`;
+    its wall seconds (Python's start and imports included)."""
+    start = time.perf_counter()
+    run_python(["train.py", f"paths.root_dir={root}", f"data.path={CORNELL_SLICE}", "test=false",
+                "logger=csv", "sample_replies=0", *overrides])  # fmt: skip
+    return time.perf_counter() - start
 
 
 def _child(target: str, kwargs_json: str, threads: int) -> None:
@@ -218,26 +203,20 @@ def _child(target: str, kwargs_json: str, threads: int) -> None:
 def environment() -> dict[str, Any]:
     """Device, CPU, library versions and thread counts, for the results header."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
+    from importlib.metadata import version
 
     import torch
 
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "?"
-
     cpuinfo = Path("/proc/cpuinfo")
     text = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    names = [ln for ln in text.splitlines() if ln.startswith("model name")]
+    names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
     return {
-        "cpu": names[0].split(":", 1)[1].strip() if names else platform.machine(),
+        "cpu": names[0] if names else platform.machine(),
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
-        "lightning": installed("lightning"),
-        "transformers": installed("transformers"),
-        "python": sys.version.split()[0],
+        "lightning": version("lightning"),
+        "transformers": version("transformers"),
+        "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -245,10 +224,7 @@ def environment() -> dict[str, Any]:
 
 def load_average() -> float:
     """The 1-minute load average (nan where the system has none)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 if __name__ == "__main__":

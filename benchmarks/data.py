@@ -1,46 +1,28 @@
 """Data: parse + tokenize the Cornell slice and a full-size synthetic Cornell, cold and cached.
 
-The DataModule is built as `conf/data/cornell.yaml` + `model=gru_attn` build it (min_count 3,
-max_length 10, single-turn pairs, split by movie). Cold: `setup()` with an empty cache folder
-(read, split, fit the vocabulary, encode, write the cache). Cached: `setup()` of a new DataModule
-over the same files and cache. Each runs in a fresh process, so its peak RSS is its own (with
---quick all run in one process). The full-size corpus (`tests/helpers/synthetic_cornell.py`:
-304,713 lines, 83,097 conversations, 617 movies) is generated into a temporary folder first.
+The DataModule is built as `data=cornell model=gru_attn` builds it. Cold: `setup()` with an empty
+cache (read, split, fit the vocabulary, encode, write the cache); cached: a new DataModule over
+the same files and cache. Each runs in a fresh process (with --quick, all in this one), so its
+peak RSS is its own.
 """
 
 from __future__ import annotations
 
-import functools
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import CORNELL_SLICE, Figure, peak_rss_mb, run_isolated
-from tests.helpers.synthetic_cornell import (
-    FULL_CONVERSATIONS,
-    FULL_LINES,
-    FULL_MOVIES,
-    write_synthetic_cornell,
-)
+from tests.helpers.synthetic_cornell import FULL_LINES, write_synthetic_cornell
 
 
 def setup_once(path: str, cache_dir: str) -> dict[str, Any]:
-    """(child) Seconds of DataModule.setup(), and what it built."""
-    from dialoglab.data.corpora.cornell import CornellReader
-    from dialoglab.data.datamodule import DialogueDataModule
-    from dialoglab.data.tokenization import WordTokenizer
+    """(child) Seconds of building and setting up the DataModule, and what it built."""
+    from tests.helpers.workloads import cornell_datamodule
 
-    dm = DialogueDataModule(
-        functools.partial(CornellReader, download=False),
-        WordTokenizer(min_count=3),
-        path=path,
-        max_length=10,
-        cache_dir=cache_dir,
-    )
     start = time.perf_counter()
-    dm.setup("fit")
+    dm = cornell_datamodule(path, cache_dir=cache_dir)  # data=cornell model=gru_attn's settings
     return {
         "seconds": time.perf_counter() - start,
         "pairs": sum(len(s) for s in dm.splits.values()),
@@ -69,17 +51,15 @@ def _figures(label: str, cold: dict, cached: dict, targets: bool, note: str) -> 
 
 def run(quick: bool = False) -> list[Figure]:
     figures: list[Figure] = []
-    work = Path(tempfile.mkdtemp(prefix="dialoglab-bench-data-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="dialoglab-bench-data-") as tmp:
+        work = Path(tmp)
         if (CORNELL_SLICE / "movie_lines.txt").is_file():
             cold, cached = _measure(CORNELL_SLICE, work / "slice", isolated=not quick)
             figures += _figures("Cornell slice", cold, cached, False, "")
-        full = (FULL_LINES, FULL_CONVERSATIONS, FULL_MOVIES)
-        lines, conversations, movies = (3000, 800, 40) if quick else full
-        write_synthetic_cornell(work / "synthetic", lines, conversations, movies)
+        sizes = (3000, 800, 40) if quick else ()  # lines, conversations, movies; () full-size
+        write_synthetic_cornell(work / "synthetic", *sizes)
         cold, cached = _measure(work / "synthetic", work / "run", isolated=not quick)
         label = "small synthetic Cornell (quick)" if quick else "full-size synthetic Cornell"
+        lines = sizes[0] if quick else FULL_LINES
         figures += _figures(label, cold, cached, True, f"{lines:,} lines; ")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return figures

@@ -1,15 +1,10 @@
 """Decoding quality of a trained checkpoint on its validation split: which decoding to chat with.
 
     python -m benchmarks.decoding --ckpt PATH [--data DIR] [--limit N] [--timed N] [--out FILE]
-    python -m benchmarks --only decoding --ckpt PATH      (figures in outputs/bench/<date>/)
 
-One row per decoding (greedy; beam 5 with 3-gram blocking; sampling; nucleus; beam 10 reranked
-by MMI-antiLM; and the `default` preset that chat, the web app and the API use): corpus BLEU,
-distinct-2, entropy_4, unk_rate, top-reply share and mean length over the first `--limit`
-validation examples (the metrics of `dialoglab.metrics.GenerationMetrics`, as val/test report
-them), and the median milliseconds of one reply over `--timed` examples sent one by one. The
-model is held as chat holds it (`quantize=auto`: int8 on the CPU); `--data` replaces the
-checkpoint's `data.path` (the split is rebuilt from the corpus with the run's data settings).
+One row per decoding (and chat's `default` preset): the metrics val/test report
+(`dialoglab.metrics.GenerationMetrics`) and the median milliseconds of one reply, the model held
+as chat holds it (`quantize=auto`). docs/decoding.md shows the table and what chose the default.
 """
 
 from __future__ import annotations
@@ -23,13 +18,13 @@ import torch
 
 from benchmarks.common import Figure, percentile
 
-# row label -> (preset of conf/decoding, overrides); sampling is seeded for repeatable rows
-DECODINGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "greedy": ("greedy", {}),
-    "beam5, no-repeat 3": ("beam", {}),
-    "sample (T 0.8, top-k 40, top-p 0.95)": ("sample", {}),
-    "nucleus (top-p 0.9)": ("nucleus", {}),
-    "beam10 + MMI (lambda 0.5)": ("beam_mmi", {}),
+# row label -> preset of conf/decoding (sampling seeded for repeatable rows); chat's default last
+DECODINGS = {
+    "greedy": "greedy",
+    "beam5, no-repeat 3": "beam",
+    "sample (T 0.8, top-k 40, top-p 0.95)": "sample",
+    "nucleus (top-p 0.9)": "nucleus",
+    "beam10 + MMI (lambda 0.5)": "beam_mmi",
 }
 COLUMNS = ("bleu", "distinct_2", "entropy_4", "unk_rate", "top_reply_share", "mean_length")
 DISTINCT_2_TARGET = 0.25  # issue 27's target for the chat default
@@ -52,11 +47,11 @@ def load(ckpt_path: str | Path, data_path: str | None, quantize: str = "auto") -
     return model, datamodule
 
 
-def decoding_config(preset: str, overrides: dict[str, Any]) -> Any:
-    """The preset with `overrides`; sampling without a seed gets seed 0 (repeatable rows)."""
+def decoding_config(preset: str) -> Any:
+    """The preset; sampling without a seed gets seed 0 (repeatable rows)."""
     from dialoglab.generation import DecodingConfig
 
-    config = DecodingConfig.from_any(preset, **overrides)
+    config = DecodingConfig.from_any(preset)
     if config.effective_strategy == "sample" and config.seed is None:
         config = config.replace(seed=0)
     return config
@@ -87,7 +82,7 @@ def score(model: Any, batches: list[dict[str, torch.Tensor]], decoding: Any) -> 
 
 def latency_ms(model: Any, batches: list[dict[str, torch.Tensor]], decoding: Any, n: int) -> float:
     """Median milliseconds of one reply (batch of one) over the first `n` examples."""
-    inputs = [t for t in model.reply_inputs(batches[0])]
+    inputs = list(model.reply_inputs(batches[0]))
     times = []
     with torch.no_grad():
         for i in range(min(n, inputs[0].size(0))):
@@ -123,16 +118,13 @@ def table(
     batches = validation_batches(datamodule, limit)
     n = sum(next(iter(b.values())).size(0) for b in batches)
     rows = []
-    default = "default: " + describe(decoding_config("default", {}))  # chat's, last row
-    for label, (preset, overrides) in {**DECODINGS, default: ("default", {})}.items():
-        decoding = decoding_config(preset, overrides)
-        row = {
-            "decoding": label,
-            "preset": preset,
-            "examples": n,
-            **score(model, batches, decoding),
-        }
-        row["p50_ms"] = latency_ms(model, batches, decoding, timed)
+    default = "default: " + describe(decoding_config("default"))
+    for label, preset in {**DECODINGS, default: "default"}.items():
+        decoding = decoding_config(preset)
+        row = {"decoding": label, "preset": preset, "examples": n}
+        row.update(
+            score(model, batches, decoding), p50_ms=latency_ms(model, batches, decoding, timed)
+        )
         rows.append(row)
         print(markdown([row], header=not rows[:-1]), flush=True)
     return rows
@@ -154,31 +146,24 @@ def markdown(rows: list[dict[str, Any]], header: bool = True) -> str:
 def run(quick: bool = False, ckpt_path: str | None = None) -> list[Figure]:
     """Rows for `python -m benchmarks --only decoding --ckpt PATH`: per decoding, distinct-2,
     unk_rate, BLEU and p50 reply latency."""
-    from benchmarks.chat_latency import newest_checkpoint
+    from benchmarks.chat_latency import checkpoint
 
-    path = Path(ckpt_path) if ckpt_path else newest_checkpoint()
-    if path is None or not path.is_file():
+    path = checkpoint(ckpt_path)
+    if path is None:
         note = "no checkpoint: pass --ckpt PATH or train one"
         return [Figure("decoding distinct-2 (default)", None, note=note)]
     figures = []
     for row in table(path, limit=100 if quick else 1000, timed=5 if quick else 50):
         name, note = row["decoding"], f"{row['examples']} val examples, {path.name}"
-        target = ("<=", 0.0) if row["preset"] == "default" else None
-        figures.append(
-            Figure(
-                f"decoding distinct-2 ({name})",
-                round(row["distinct_2"], 4),
-                target=(">=", DISTINCT_2_TARGET) if target else None,
-                note=note,
-            )
-        )
-        figures.append(
-            Figure(
-                f"decoding unk_rate ({name})", round(row["unk_rate"], 4), target=target, note=note
-            )
-        )
-        figures.append(Figure(f"decoding BLEU ({name})", round(row["bleu"], 2), note=note))
-        figures.append(Figure(f"decoding p50 ({name})", round(row["p50_ms"], 2), "ms", note=note))
+        default = row["preset"] == "default"  # held to the targets chat's replies must meet
+        figures += [
+            Figure(f"decoding distinct-2 ({name})", round(row["distinct_2"], 4), note=note,
+                   target=(">=", DISTINCT_2_TARGET) if default else None),
+            Figure(f"decoding unk_rate ({name})", round(row["unk_rate"], 4), note=note,
+                   target=("<=", 0.0) if default else None),
+            Figure(f"decoding BLEU ({name})", round(row["bleu"], 2), note=note),
+            Figure(f"decoding p50 ({name})", round(row["p50_ms"], 2), "ms", note=note),
+        ]  # fmt: skip
     return figures
 
 

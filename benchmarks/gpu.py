@@ -1,16 +1,8 @@
 """On a GPU: the baselines where a GPU changes the answer (one row saying so without CUDA).
 
-In one process on the first CUDA device, each comparison timed call by call in turn, every call
-followed by torch.cuda.synchronize():
-
-- gru_attn (hidden 500, 2+2 layers, vocab 8,000, length 10): our parallel teacher-forced step
-  vs the tutorial's per-time-step decoder loop (the same weights), fp32 and bf16 autocast, at
-  batch 64 and 512;
-- GPT-2 124M-size from scratch, bf16 autocast, fused AdamW: tokens/s and MFU (against the bf16
-  matmul peak measured here), eager and torch.compile'd;
-- DDP on one GPU: the same GPT-2 step inside DistributedDataParallel (NCCL, world size 1, the
-  wrapper `trainer=ddp` puts around the model) vs without.
-
+On the first CUDA device, each comparison timed call by call in turn: gru_attn's parallel step vs
+the tutorial's loop at two batch sizes; GPT-2 124M-size from scratch (bf16): tokens/s and MFU,
+eager and compiled; and DDP of one process vs the plain model (the wrapper `trainer=ddp` adds).
 The helpers take a device, so the tests run them on the CPU at tiny sizes (gloo for DDP).
 """
 
@@ -21,22 +13,15 @@ import copy
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from statistics import median
 
 import torch
 from torch import nn
 from transformers import GPT2Config
 
-from benchmarks.common import (
-    Figure,
-    median,
-    set_seed,
-    synchronized,
-    time_calls,
-    time_interleaved,
-)
-from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
-from tests.helpers.tutorial_baseline import TutorialTrainer, tutorial_batch
-from tests.helpers.workloads import GRUSize, make_optimizer, our_step, synthetic_batch
+from benchmarks.common import Figure, synchronized, time_calls, time_interleaved
+from benchmarks.vs_tutorial import step_figures, step_times
+from tests.helpers.workloads import GRUSize
 
 # GPT-2 124M: 12 layers, 768 wide, 12 heads, GPT-2's vocabulary and context.
 GPT2_124M = {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
@@ -47,29 +32,6 @@ def matmul_tflops(device: torch.device, n: int, repeats: int) -> float:
     """Best TFLOP/s of a bf16 (n x n) @ (n x n) product on `device`."""
     a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
     return 2 * n**3 / min(time_calls(synchronized(lambda: a @ b, device), repeats)) / 1e12
-
-
-def gru_step_times(
-    size: GRUSize, batch_size: int, device: torch.device, repeats: int
-) -> dict[str, list[float]]:
-    """Seconds per training step at `batch_size`: the tutorial's loop (fp32) and ours in fp32 and
-    under bf16 autocast, the same initial weights and batch, interleaved."""
-    set_seed(0)
-    base = GRUAttnSeq2Seq(size.config()).to(device).train()
-    batch = synthetic_batch(size.vocab, batch_size, size.length, size.length)
-    batch = {k: v.to(device) for k, v in batch.items()}
-    tutorial = TutorialTrainer(copy.deepcopy(base))
-    tut_batch = tutorial_batch(batch, base.config.pad_id)
-    nets = {name: copy.deepcopy(base) for name in ("ours_fp32", "ours_bf16")}
-    optimizers = {name: make_optimizer(net) for name, net in nets.items()}
-    bf16 = device.type == "cuda"  # bf16 autocast on the CPU is the tutorial_step benchmark's
-
-    def ours(name: str) -> None:
-        our_step(nets[name], optimizers[name], batch, bf16=name == "ours_bf16" and bf16)
-
-    fns = {"tutorial": synchronized(lambda: tutorial.step(tut_batch), device)}
-    fns.update({name: synchronized(lambda name=name: ours(name), device) for name in nets})
-    return time_interleaved(fns, repeats=repeats, warmup=2)
 
 
 def gpt2_flops_per_token(config: GPT2Config) -> int:
@@ -135,7 +97,7 @@ def gpt2_step_times(
     (world size 1), and compiled when asked; with the first compiled step's seconds."""
     from torch.nn.parallel import DistributedDataParallel
 
-    set_seed(0)
+    torch.manual_seed(0)
     base = make_gpt2(config, device)
     ids = torch.randint(0, config.vocab_size, (batch, config.n_positions), device=device)
     first_compiled = None
@@ -165,24 +127,8 @@ def guarded(section: str, figures: Callable[[], list[Figure]]) -> list[Figure]:
 
 def gru_figures(device: torch.device, quick: bool, batch_size: int) -> list[Figure]:
     """gru_attn at `batch_size`: the tutorial's loop, our step in fp32 and bf16, the speed-ups."""
-    size = GRUSize.for_run(quick)
-    step = {
-        k: median(v)
-        for k, v in gru_step_times(size, batch_size, device, 5 if quick else 20).items()
-    }
-    label = f"GPU gru_attn batch {batch_size}"
-    rows = [Figure(f"{label}: tutorial step loop (fp32)", round(step["tutorial"] * 1e3, 2), "ms")]
-    for precision in ("fp32", "bf16"):
-        ours = step[f"ours_{precision}"]
-        rows += [
-            Figure(f"{label}: our step {precision}", round(ours * 1e3, 2), "ms"),
-            Figure(
-                f"{label}: speed-up over the tutorial, {precision}",
-                round(step["tutorial"] / ours, 1),
-                "x",
-            ),
-        ]
-    return rows
+    times = step_times(GRUSize.for_run(quick), batch_size, device, 5 if quick else 20)
+    return step_figures(times, prefix=f"GPU gru_attn batch {batch_size}: ")
 
 
 def gpt2_figures(device: torch.device, quick: bool, peak16: float | None) -> list[Figure]:

@@ -1,22 +1,22 @@
 """Lightning overhead: GPT-2 scratch tokens/s through `lightning.Trainer` vs a plain loop.
 
-Both sides train copies of the same `CausalLMModule` (conf/model/gpt2_scratch.yaml's size) on the
-same batches with the same optimizer (AdamW, no scheduler) and gradient clipping; the Trainer has
-no logger, checkpointing or progress bar, so what is measured is the training loop itself. The
-sides alternate step by step (`paired_steps`), so a burst of load on a shared machine hits both.
+Both sides train copies of the same `CausalLMModule` on the same batches with the same optimizer
+and clipping; the Trainer has no logger, checkpoints or progress bar, so what is measured is the
+loop itself. The sides alternate step by step, so a burst of load hits both.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from statistics import median
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from benchmarks.common import REPO_ROOT, Figure, median, set_seed
+from benchmarks.common import REPO_ROOT, Figure, bare_trainer
 
 IGNORE_INDEX = -100
 Batch = dict[str, torch.Tensor]
@@ -90,12 +90,6 @@ def make_batches(n: int, batch: int, length: int, vocab: int) -> list[Batch]:
     return batches
 
 
-def optimizer_of(module: Any) -> torch.optim.Optimizer:
-    """The optimizer `module.configure_optimizers()` builds (without its scheduler)."""
-    optimizer = module.configure_optimizers()
-    return optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-
-
 def train_step(module: Any, optimizer: torch.optim.Optimizer, batch: Batch, clip: float) -> None:
     """What the Trainer does for one batch: loss per token, backward, clip, step, zero_grad."""
     loss = module.nll(batch, module.label_smoothing) / module.count_tokens(batch).clamp(min=1)
@@ -112,7 +106,7 @@ def paired_steps(
     lightning.Trainer over `loader`, and after each of its steps (in `on_train_batch_end`)
     `plain_module` takes one hand-written step on the loader's next batch. A Trainer step is the
     time from the end of that plain step to the next `on_train_batch_end`, hooks included."""
-    optimizer = optimizer_of(plain_module)
+    optimizer = plain_module.configure_optimizers()  # scheduler=None: the optimizer alone
     plain_module.train()
     plain_batches = iter(loader)
     trainer_times: list[float] = []
@@ -132,20 +126,8 @@ def paired_steps(
             self.mark = time.perf_counter()
             plain_times.append(self.mark - start)
 
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision="32-true",
-        gradient_clip_val=clip,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[Alternate()],
-    )
+    trainer = bare_trainer(precision="32-true", gradient_clip_val=clip, max_epochs=1,
+                           limit_val_batches=0, callbacks=[Alternate()])  # fmt: skip
     trainer.fit(trainer_module, train_dataloaders=loader)
     return trainer_times, plain_times
 
@@ -156,7 +138,7 @@ def run(quick: bool = False) -> list[Figure]:
     warmup, steps, rounds = (1, 3, 1) if quick else (3, 40, 2)  # pairs of steps a round
     batches = make_batches(warmup + steps, batch, length, size["vocab_size"])
     loader = DataLoader(batches, batch_size=None, shuffle=False)
-    set_seed(0)
+    torch.manual_seed(0)
     initial = make_module(size, length).state_dict()
     times: dict[str, list[float]] = {"plain": [], "lightning": []}
     ratios = []

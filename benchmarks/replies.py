@@ -1,13 +1,8 @@
 """Replies: latency of one reply (p50/p95) and batched throughput, gru_attn and GPT-2 scratch.
 
-gru_attn (hidden 500, 2+2 layers, vocabulary 8,000: the slice's vocabulary padded to the full
-corpus's size) through `Seq2SeqModule.reply` (tokenize, decode, detokenize), greedy and beam 5;
-GPT-2 scratch (conf/model/gpt2_scratch.yaml's size) greedy from a 32-token prompt through
-`CausalLMModule.generate_ids`, greedy and beam 5. Each model is held as the chat front ends hold
-it, through `accel.for_inference`: fp32 (`quantize=none`), int8 (`quantize=auto`, chat's default
-on the CPU) and int8 with `accel=none`, so the rows show what the accel paths save.
-The weights are untrained, so every reply is held to its full length (20 tokens): the same work
-on every call. Latencies are over single prompts sent one after another.
+Each model is held as the chat front ends hold it (`accel.for_inference`): fp32, int8 (chat's
+default on the CPU) and int8 with `accel=none`, so the rows show what the accel paths save. The
+weights are untrained and every reply is held to its full length: the same work on every call.
 """
 
 from __future__ import annotations
@@ -20,14 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (
-    CHAT_PROMPTS,
-    CORNELL_SLICE,
-    Figure,
-    percentile,
-    set_seed,
-    time_calls,
-)
+from benchmarks.common import CHAT_PROMPTS, Figure, percentile, time_calls
 from benchmarks.lightning_overhead import StubTokenizer, make_module, scratch_size
 
 REPLY_TOKENS = 20
@@ -61,17 +49,15 @@ def _seq2seq(quick: bool) -> Any:
     from dialoglab.data.tokenization import WordTokenizer
     from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
     from dialoglab.models.seq2seq import Seq2SeqModule
-    from tests.helpers.workloads import GRUSize, cornell_datamodule
+    from tests.helpers.workloads import GRUSize
 
-    if (CORNELL_SLICE / "movie_lines.txt").is_file():
-        tok = cornell_datamodule().tokenizer
-    else:
-        tok = WordTokenizer(min_count=1)
-        tok.fit(CHAT_PROMPTS)
+    tok = WordTokenizer(min_count=1)  # every prompt word known, padded to the corpus's vocabulary
+    tok.fit(CHAT_PROMPTS)
     vocab = 300 if quick else 8000
-    itos = list(tok.itos) + [f"xw{k}" for k in range(max(0, vocab - len(tok)))]
-    tok = tok.load_state_dict({"itos": itos})
-    set_seed(0)
+    tok = tok.load_state_dict(
+        {"itos": list(tok.itos) + [f"xw{k}" for k in range(vocab - len(tok))]}
+    )
+    torch.manual_seed(0)
     net = functools.partial(GRUAttnSeq2Seq, **GRUSize.for_run(quick).net_settings())
     optimizer = functools.partial(torch.optim.Adam, lr=1e-4)
     return Seq2SeqModule(tok, net, optimizer, max_reply_length=REPLY_TOKENS).eval()
@@ -114,7 +100,7 @@ def _gru_figures(quick: bool, n: int, batch: int) -> list[Figure]:
 def _gpt2_figures(quick: bool, n: int, batch: int) -> list[Figure]:
     size = scratch_size(quick)
     prompt_len = 8 if quick else 32
-    set_seed(0)
+    torch.manual_seed(0)
     module = make_module(size, prompt_len, max_reply_length=REPLY_TOKENS).eval()
     tok = StubTokenizer
     g = torch.Generator().manual_seed(0)

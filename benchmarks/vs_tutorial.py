@@ -1,16 +1,10 @@
 """gru_attn against the PyTorch chatbot tutorial's recipe: one training step, then a whole run.
 
-Step: the same initial weights and batch (hidden 500, 2+2 layers, batch 64, vocab 8,000, length
-10), timed call by call in turn: the tutorial's per-time-step decoder loop
-(`tests/helpers/tutorial_baseline.py`), our parallel teacher-forced step in fp32, and under bf16
-autocast. Both losses are first checked equal on the same weights.
-
-Whole run: training seconds until the validation loss on the Cornell slice reaches a fixed
-target, with the tutorial's hyperparameters on both sides (Adam 1e-4, decoder lr x5, batch 64,
-clip 50, MAX_LENGTH 10, MIN_COUNT 3). Ours is `lightning.Trainer` + `Seq2SeqModule` + the
-DataModule with `precision=bf16-mixed`; the tutorial recipe is its loop on the same pairs. Both
-are scored by the same fp32 validation loss every `EVAL_EVERY` steps, with the clocks stopped,
-and run interleaved in chunks of `EVAL_EVERY` steps so that a drift in the load hits both.
+Step: our parallel teacher-forced step (fp32 and bf16 autocast) against the tutorial's per-time-step
+decoder loop (`tests/helpers/tutorial_baseline.py`) on the same weights and batch, after a check
+that both compute the same loss. Whole run: training seconds until the validation loss on the
+Cornell slice reaches a target, the tutorial's hyperparameters on both sides, run interleaved in
+chunks so that a drift in the machine's load hits both.
 """
 
 from __future__ import annotations
@@ -20,12 +14,13 @@ import functools
 import random
 import time
 from collections.abc import Callable
+from statistics import median
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-from benchmarks.common import Figure, median, set_seed, time_interleaved
+from benchmarks.common import Figure, bare_trainer, synchronized, time_interleaved
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
 from tests.helpers.tutorial_baseline import TutorialTrainer, tutorial_batch
 from tests.helpers.workloads import (
@@ -42,51 +37,59 @@ EVAL_EVERY = 5  # training steps between validation-loss checks
 OURS_CAP_S, TUTORIAL_CAP_S = 150.0, 300.0
 
 
-def run_step(quick: bool = False) -> list[Figure]:
-    size = GRUSize.for_run(quick)
-    set_seed(0)
-    base = GRUAttnSeq2Seq(size.config()).train()
-    batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
-    tut_batch = tutorial_batch(batch, base.config.pad_id)
-    check = copy.deepcopy(base)  # same function: eval mode (no dropout), no update
-    ours_loss = mean_nll(check, [batch])
-    tutorial_loss = TutorialTrainer(check).train(False).step(tut_batch, update=False)
-
+def step_times(
+    size: GRUSize, batch_size: int, device: torch.device, repeats: int, settle: int = 0
+) -> dict[str, float]:
+    """Median seconds per training step on `device` ("tutorial", "fp32", "bf16"): the tutorial's
+    loop and our step in fp32 and under bf16 autocast, same initial weights and batch,
+    interleaved (`settle` untimed steps of the same side before each timed one)."""
+    torch.manual_seed(0)
+    base = GRUAttnSeq2Seq(size.config()).to(device).train()
+    batch = synthetic_batch(size.vocab, batch_size, size.length, size.length)
+    batch = {k: v.to(device) for k, v in batch.items()}
     tutorial = TutorialTrainer(copy.deepcopy(base))
+    tut_batch = tutorial_batch(batch, base.config.pad_id)
     nets = {name: copy.deepcopy(base) for name in ("fp32", "bf16")}
     optimizers = {name: make_optimizer(net) for name, net in nets.items()}
-    times = time_interleaved(
-        {
-            "tutorial": lambda: tutorial.step(tut_batch),
-            **{
-                name: lambda name=name: our_step(
-                    nets[name], optimizers[name], batch, bf16=name == "bf16"
-                )
-                for name in nets
-            },
-        },
-        repeats=3 if quick else 6,
-        warmup=1 if quick else 2,
-        settle=0 if quick else 1,  # each timed step follows a step of the same side
-    )
-    t = {name: median(ts) for name, ts in times.items()}
+
+    def ours(name: str) -> None:
+        our_step(nets[name], optimizers[name], batch, bf16=name == "bf16")
+
+    fns = {"tutorial": synchronized(lambda: tutorial.step(tut_batch), device)}
+    fns.update({name: synchronized(lambda name=name: ours(name), device) for name in nets})
+    times = time_interleaved(fns, repeats=repeats, warmup=2, settle=settle)
+    return {name: median(ts) for name, ts in times.items()}
+
+
+def step_figures(t: dict[str, float], prefix: str = "", targets: bool = False) -> list[Figure]:
+    """Rows of `step_times`: milliseconds a step and our speed-ups (with their targets)."""
+    rows = [Figure(f"{prefix}tutorial step loop (fp32)", round(t["tutorial"] * 1e3, 2), "ms")]
+    for precision, target in (("fp32", 1.2), ("bf16", 2.0)):
+        rows += [
+            Figure(f"{prefix}our step {precision}", round(t[precision] * 1e3, 2), "ms"),
+            Figure(f"{prefix}speed-up over the tutorial step, {precision}",
+                   round(t["tutorial"] / t[precision], 2), "x",
+                   target=(">=", target) if targets else None),
+        ]  # fmt: skip
+    return rows
+
+
+def run_step(quick: bool = False) -> list[Figure]:
+    size = GRUSize.for_run(quick)
+    torch.manual_seed(0)
+    check = GRUAttnSeq2Seq(size.config())  # same function: eval mode (no dropout), no update
+    batch = synthetic_batch(size.vocab, size.batch, size.length, size.length)
+    ours_loss = mean_nll(check, [batch])
+    tutorial = TutorialTrainer(check).train(False)
+    tutorial_loss = tutorial.step(tutorial_batch(batch, check.config.pad_id), update=False)
+    t = step_times(size, size.batch, torch.device("cpu"), 3 if quick else 6, 0 if quick else 1)
     workload = f"H={size.hidden}, {size.layers}+{size.layers} layers, B={size.batch}, V={size.vocab}, S=T={size.length}"
+    diff = abs(ours_loss - tutorial_loss) / ours_loss
     return [
-        Figure(
-            "tutorial vs ours loss, same weights + batch",
-            float(f"{abs(ours_loss - tutorial_loss) / ours_loss:.2e}"),
-            "rel. diff",
-            target=("<=", 1e-4),
-            note=f"ours {ours_loss:.5f}, tutorial {tutorial_loss:.5f} (fp32, dropout off)",
-        ),
-        Figure("tutorial step (per-step decoder loop)", round(t["tutorial"] * 1e3, 1), "ms",
-               note=workload),
-        Figure("our step fp32", round(t["fp32"] * 1e3, 1), "ms"),
-        Figure("our step bf16 autocast", round(t["bf16"] * 1e3, 1), "ms"),
-        Figure("speed-up over the tutorial step, fp32", round(t["tutorial"] / t["fp32"], 2), "x",
-               target=(">=", 1.2)),
-        Figure("speed-up over the tutorial step, bf16", round(t["tutorial"] / t["bf16"], 2), "x",
-               target=(">=", 2.0)),
+        Figure("tutorial vs ours loss, same weights + batch", float(f"{diff:.2e}"), "rel. diff",
+               target=("<=", 1e-4),
+               note=f"ours {ours_loss:.5f}, tutorial {tutorial_loss:.5f} (fp32, dropout off); {workload}"),
+        *step_figures(t, targets=True),
     ]  # fmt: skip
 
 
@@ -120,7 +123,7 @@ class _Clock(pl.Callback):
 def _ours(dm: Any, size: GRUSize, clock: _Clock, max_steps: int) -> None:
     from dialoglab.models.seq2seq import Seq2SeqModule
 
-    set_seed(1)
+    torch.manual_seed(1)
     module = Seq2SeqModule(
         dm.tokenizer,
         functools.partial(GRUAttnSeq2Seq, **size.net_settings()),
@@ -129,21 +132,9 @@ def _ours(dm: Any, size: GRUSize, clock: _Clock, max_steps: int) -> None:
         val_generate=0,
         n_samples=0,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        precision="bf16-mixed",
-        gradient_clip_val=50.0,
-        max_epochs=1000,
-        max_steps=max_steps,
-        val_check_interval=EVAL_EVERY,
-        check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[clock],
-    )
+    trainer = bare_trainer(precision="bf16-mixed", max_epochs=1000, max_steps=max_steps,
+                           val_check_interval=EVAL_EVERY, check_val_every_n_epoch=None,
+                           callbacks=[clock])  # fmt: skip
     trainer.fit(module, datamodule=dm)
 
 
@@ -152,7 +143,7 @@ class _TutorialRun:
     replacement, as its `batch2TrainData` calls are) at a time, then scored untimed."""
 
     def __init__(self, dm: Any, size: GRUSize, target: float, max_steps: int) -> None:
-        set_seed(1)
+        torch.manual_seed(1)
         self.net = GRUAttnSeq2Seq(size.config(vocab=len(dm.tokenizer))).train()
         self.trainer = TutorialTrainer(self.net)
         self.split, self.tokenizer = dm.splits["train"], dm.tokenizer

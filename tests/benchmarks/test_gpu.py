@@ -1,4 +1,5 @@
-"""benchmarks/gpu.py's helpers, run on the CPU at tiny sizes (the benchmark itself needs CUDA)."""
+"""benchmarks/gpu.py's helpers (and the gru_attn step timing it shares with vs_tutorial.py), run
+on the CPU at tiny sizes (the benchmark itself needs CUDA)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2Config
 
 from benchmarks import gpu
+from benchmarks.vs_tutorial import step_times
+from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
 from tests.helpers import workloads
 from tests.helpers.workloads import GRUSize
 
@@ -51,9 +54,8 @@ def test_gpt2_step_times_cover_eager_and_ddp():
 
 
 def test_gru_steps_time_the_tutorial_loop_and_ours():
-    times = gpu.gru_step_times(GRUSize.for_run(quick=True), 4, CPU, repeats=2)
-    assert set(times) == {"tutorial", "ours_fp32", "ours_bf16"}
-    assert all(len(ts) == 2 and min(ts) > 0 for ts in times.values())
+    times = step_times(GRUSize.for_run(quick=True), 4, CPU, repeats=2)
+    assert set(times) == {"tutorial", "fp32", "bf16"} and min(times.values()) > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
@@ -65,7 +67,7 @@ def test_without_cuda_the_benchmark_says_it_skipped():
 def test_every_figure_is_built_on_the_cpu_at_quick_sizes():
     figures = {figure.name: figure for figure in gpu.run_on(CPU, quick=True)}
     assert figures["GPU bf16 matmul peak"].value > 0
-    assert figures["GPU gru_attn batch 8: speed-up over the tutorial, fp32"].value > 0
+    assert figures["GPU gru_attn batch 8: speed-up over the tutorial step, fp32"].value > 0
     assert figures["GPU gru_attn batch 16: our step bf16"].value > 0
     assert figures["GPU GPT-2 MFU (eager)"].value > 0
     assert "GPU GPT-2 MFU (compiled)" not in figures  # compiled on CUDA only
@@ -92,7 +94,7 @@ def test_a_failing_section_is_a_row_and_the_others_still_run(monkeypatch, capsys
 
 def test_our_step_bf16_autocast_reaches_the_forward():
     size = GRUSize.for_run(quick=True)
-    net = gpu.GRUAttnSeq2Seq(size.config()).train()
+    net = GRUAttnSeq2Seq(size.config()).train()
     batch = workloads.synthetic_batch(size.vocab, 4, size.length, size.length)
     optimizer = workloads.make_optimizer(net)
     seen = []

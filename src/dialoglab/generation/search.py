@@ -13,7 +13,7 @@ ends when no live beam can still beat its `num_beams` finished ones (Hugging Fac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,23 +88,36 @@ def _trim(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
     return tokens[:, : int(lengths.max())]
 
 
-def _processors(
+def _start(
     net: Any,
     src: torch.Tensor,
-    src_mask: torch.Tensor,
+    src_lengths: torch.Tensor,
     config: DecodingConfig,
     ignore_ids: Sequence[int],
-    never_ids: Sequence[int] = (),
+    never_ids: Sequence[int],
     repeats: int = 1,
-) -> LogitProcessors:
-    """The processors of a run whose rows are each example `repeats` times (beams); no reply
-    holds `<pad>`, `<sos>` or `never_ids`."""
+) -> tuple[Callable[..., tuple[torch.Tensor, Any]], Any]:
+    """Encode once, each example's rows `repeats` times (beams): the step both searches take,
+    `(token, state, history, seen) -> (processed fp32 logits, state)`, and the decoder's first
+    state. No reply holds `<pad>`, `<sos>` or `never_ids`."""
     c = net.config
-    valid = src_mask & not_ignored(src, _special_ids(net, ignore_ids))
+    memory, state, mask = net.encode(src, src_lengths)
+    valid = mask & not_ignored(src, _special_ids(net, ignore_ids))
     if repeats > 1:
-        src, valid = src.repeat_interleave(repeats, dim=0), valid.repeat_interleave(repeats, dim=0)
+        src, valid, memory, mask = (
+            t.repeat_interleave(repeats, dim=0) for t in (src, valid, memory, mask)
+        )
+        state = _repeat_state(state, repeats)
     never = tuple(dict.fromkeys((c.pad_id, c.sos_id, *never_ids)))
-    return LogitProcessors(config, c.vocab_size, c.eos_id, src, valid, never)
+    processors = LogitProcessors(config, c.vocab_size, c.eos_id, src, valid, never)
+
+    def step(
+        token: torch.Tensor, state: Any, history: torch.Tensor, seen: torch.Tensor | None
+    ) -> tuple[torch.Tensor, Any]:
+        logits, state, _ = net.decoder(token, state, memory, mask)
+        return processors(logits[:, -1].float(), history, seen), state
+
+    return step, state
 
 
 def greedy_or_sample(
@@ -127,16 +140,14 @@ def greedy_or_sample(
     if sample and config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
 
-    encoder_outputs, state, src_mask = net.encode(src, src_lengths)
-    processors = _processors(net, src, src_mask, config, ignore_ids, never_ids)
+    step_fn, state = _start(net, src, src_lengths, config, ignore_ids, never_ids)
     track_seen = config.repetition_penalty != 1.0
     seen = torch.zeros(B, V, dtype=torch.bool, device=device) if track_seen else None
     token = torch.full((B, 1), sos_id, dtype=torch.long, device=device)
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     history = torch.empty(B, 0, dtype=torch.long, device=device)
     for step in range(max_length):
-        logits, state, _ = net.decoder(token, state, encoder_outputs, src_mask)
-        logits = processors(logits[:, -1].float(), history, seen)  # (B, V)
+        logits, state = step_fn(token, state, history, seen)  # (B, V)
         if sample:
             logits = top_k_top_p_filter(logits / config.temperature, config.top_k, config.top_p)
             probs = logits.softmax(dim=-1)
@@ -292,17 +303,13 @@ def beam_search(
     """
     B, K = src.size(0), config.num_beams
     c, lp = net.config, config.length_penalty
-    encoder_outputs, state, src_mask = net.encode(src, src_lengths)
-    processors = _processors(net, src, src_mask, config, ignore_ids, never_ids, repeats=K)
-    encoder_outputs = encoder_outputs.repeat_interleave(K, dim=0)  # (N, S, H)
-    src_mask = src_mask.repeat_interleave(K, dim=0)
+    step_fn, state = _start(net, src, src_lengths, config, ignore_ids, never_ids, K)
     track_seen = config.repetition_penalty != 1.0
-    beams = _Beams.start(B, K, c.vocab_size, _repeat_state(state, K), track_seen, src.device)
+    beams = _Beams.start(B, K, c.vocab_size, state, track_seen, src.device)
     pool = _Pool.empty(B, K, max_length, c.pad_id, src.device)
     token = torch.full((B * K, 1), c.sos_id, dtype=torch.long, device=src.device)
     for step in range(max_length):
-        logits, beams.state, _ = net.decoder(token, beams.state, encoder_outputs, src_mask)
-        logits = processors(logits[:, -1].float(), beams.history, beams.seen)  # (N, V)
+        logits, beams.state = step_fn(token, beams.state, beams.history, beams.seen)
         token = _beam_step(beams, pool, logits.log_softmax(dim=-1), c.eos_id, config)
         check = (step + 1) % config.check_every == 0 and step + 1 < max_length
         if check and _all_done(beams, pool, lp, max_length):
