@@ -58,8 +58,9 @@ chat: ## chat in the terminal: chat.py ckpt_path=$(CKPT) $(ARGS)
 serve: ## HTTP API on 127.0.0.1:8000: serve.py ckpt_path=$(CKPT) $(ARGS)
 	$(PY) serve.py ckpt_path=$(CKPT) $(ARGS)
 
-web: ## Streamlit web chat on 127.0.0.1:8501 (pick a checkpoint from outputs/): streamlit run app.py $(ARGS)
-	$(VENV)/bin/streamlit run app.py $(ARGS)
+web: ## Streamlit web chat on 127.0.0.1:8501 (CKPT= preselects a checkpoint): streamlit run app.py -- $(ARGS)
+	$(PY) -c "from dialoglab.extras import exit_unless_installed; exit_unless_installed('web')"
+	$(VENV)/bin/streamlit run app.py -- $(if $(filter command line,$(origin CKPT)),ckpt_path=$(CKPT)) $(ARGS)
 
 report: ## ranked table + plots of the runs under DIR: python -m dialoglab.report $(DIR) $(ARGS)
 	$(PY) -m dialoglab.report $(DIR) $(ARGS)

@@ -4,6 +4,8 @@ See dialoglab.experiment.sweep_report for what is read and written.
 """
 
 from dialoglab.experiment.sweep_report import main
+from dialoglab.extras import exit_unless_installed
 
 if __name__ == "__main__":
+    exit_unless_installed("sweeps", "matplotlib", feature="the report")
     main()

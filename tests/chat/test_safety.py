@@ -31,11 +31,10 @@ def listening_addresses(port: int) -> set[str]:
 
 
 def test_streamlit_settings_bind_loopback_and_collect_nothing(tmp_path: Path) -> None:
-    """`streamlit run app.py` from the repository root, with no address flag: 127.0.0.1 only."""
+    """`streamlit run app.py -- OVERRIDES` from the repository root, with no address flag:
+    127.0.0.1 only (the overrides after `--` are the app's, not Streamlit's)."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}  # no user config
-    env["DIALOGLAB_ROOT"] = str(tmp_path)
-    env.pop("DIALOGLAB_CKPT", None)
     command = [
         sys.executable,
         "-m",
@@ -46,6 +45,9 @@ def test_streamlit_settings_bind_loopback_and_collect_nothing(tmp_path: Path) ->
         str(port),
         "--server.headless",
         "true",
+        "--",
+        f"paths.root_dir={tmp_path}",
+        "quantize=int8",
     ]
     log = tmp_path / "streamlit.log"
     url = f"http://127.0.0.1:{port}/_stcore/health"

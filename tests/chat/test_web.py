@@ -1,5 +1,5 @@
-"""`streamlit run app.py`: with Streamlit's AppTest, and in a real headless Chromium driven by
-Playwright."""
+"""`streamlit run app.py -- OVERRIDES`: its settings, the app under Streamlit's AppTest, and the
+real server in a headless Chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -23,11 +23,97 @@ APP = REPO_ROOT / "app.py"
 TIMEOUT = 120  # model imports are slow on a loaded machine
 
 
+def app_args(*overrides: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `streamlit run app.py -- OVERRIDES` gives the script (AppTest runs it in-process)."""
+    monkeypatch.setattr(sys, "argv", [str(APP), *overrides])
+
+
+def root_of(checkpoint: Path) -> Path:
+    return checkpoint.parents[3]  # <root>/outputs/run/checkpoints/<name>.ckpt
+
+
 @pytest.fixture
 def app_env(chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("DIALOGLAB_CKPT", str(chat_checkpoint))
-    monkeypatch.setenv("DIALOGLAB_ROOT", str(chat_checkpoint.parents[3]))  # <root>/outputs/run/...
+    root = root_of(chat_checkpoint)
+    app_args(f"ckpt_path={chat_checkpoint}", f"paths.root_dir={root}", monkeypatch=monkeypatch)
     return chat_checkpoint
+
+
+# -----------------------------------------------------------------------------
+# Settings from the script's arguments
+
+
+def test_settings_come_from_overrides_of_chat_yaml(tmp_path: Path) -> None:
+    from dialoglab.chat.web_settings import web_settings
+
+    settings = web_settings(
+        [
+            "ckpt_path=best",
+            "quantize=INT8",
+            f"paths.root_dir={tmp_path}",
+            "decoding=beam",
+            "decoding.num_beams=3",
+            "accel=none",
+        ]
+    )
+    assert settings.root_dir == tmp_path
+    assert (settings.ckpt_path, settings.quantize) == ("best", "int8")
+    assert settings.decoding_preset == "beam"
+    assert (settings.decoding["strategy"], settings.decoding["num_beams"]) == ("beam", 3)
+    assert settings.accel and not any(settings.accel.values())
+
+
+def test_settings_default_to_chat_yaml_and_read_sys_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dialoglab.chat.web_settings import web_settings
+
+    monkeypatch.delenv("DIALOGLAB_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    app_args(monkeypatch=monkeypatch)
+    settings = web_settings()
+    assert settings.root_dir == tmp_path  # paths.root_dir: the working directory
+    assert (settings.ckpt_path, settings.quantize, settings.device) == (None, "auto", "cpu")
+    assert settings.decoding_preset == "default" and settings.decoding["strategy"] == "sample"
+    app_args("quantize=bf16", monkeypatch=monkeypatch)
+    assert web_settings().quantize == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("quantise=int8", "'quantise'"),
+        ("quantize=int9", "quantize=int9"),
+        ("decoding=nope", "decoding/nope"),
+        ("decoding.temprature=1", "'decoding.temprature'"),
+        ("--foo", "LexerNoViableAltException: --foo"),
+        ("ckpt_path", "Error parsing override 'ckpt_path'"),
+    ],
+)
+def test_a_bad_setting_is_a_config_error_naming_it(override: str, named: str) -> None:
+    from dialoglab.chat.web_settings import web_settings
+    from dialoglab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        web_settings(["ckpt_path=x.ckpt", override])
+    assert named in str(caught.value)
+    assert "Config search path" not in str(caught.value)
+
+
+def test_app_shows_a_bad_setting_on_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    app_args("quantise=int8", monkeypatch=monkeypatch)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert "Could not override 'quantise'" in at.error[0].value
+    assert "streamlit run app.py --" in at.error[0].value
+    assert not at.chat_input
+
+
+# -----------------------------------------------------------------------------
+# The app
 
 
 def test_app_chats_remembers_and_draws_attention(app_env: Path) -> None:
@@ -37,6 +123,7 @@ def test_app_chats_remembers_and_draws_attention(app_env: Path) -> None:
     at.run()
     assert not at.exception, at.exception
     assert at.sidebar.selectbox(key="ckpt_choice").value == str(app_env)
+    assert at.sidebar.selectbox(key="quantize").value == "auto"
     assert at.title[0].value == "dialoglab chat"
 
     at.chat_input[0].set_value("hi, my name is Ana and I love jazz").run()
@@ -88,17 +175,39 @@ def test_app_decoding_controls(app_env: Path) -> None:
     assert at.chat_message[3].markdown[0].value.strip()
 
 
+def test_app_overrides_preselect_weights_and_decoding(
+    chat_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    overrides = ["ckpt_path=last", "quantize=none", "decoding=beam", "decoding.num_beams=3"]
+    app_args(*overrides, f"paths.root_dir={root_of(chat_checkpoint)}", monkeypatch=monkeypatch)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert at.sidebar.selectbox(key="ckpt_choice").value == "last"
+    assert at.session_state.ckpt == str(chat_checkpoint.parent / "last.ckpt")
+    assert at.sidebar.selectbox(key="quantize").value == "none"
+    assert any("fp32 weights" in c.value for c in at.sidebar.caption)
+    decoding = next(s for s in at.sidebar.selectbox if s.label == "Decoding preset")
+    assert decoding.value == "beam"
+    assert next(s for s in at.sidebar.slider if s.label == "Beams").value == 3
+    decoding.set_value("greedy").run()  # the sidebar still picks freely
+    assert not at.exception, at.exception
+    assert "Beams" not in [s.label for s in at.sidebar.slider]
+
+
 def test_app_without_checkpoints_says_how_to_get_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.delenv("DIALOGLAB_CKPT", raising=False)
-    monkeypatch.setenv("DIALOGLAB_ROOT", str(tmp_path))
+    app_args(f"paths.root_dir={tmp_path}", monkeypatch=monkeypatch)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     assert "experiment=quickstart" in at.info[0].value
+    assert str(tmp_path / "outputs") in at.info[0].value
     at.sidebar.text_input(key="ckpt_typed").set_value(str(tmp_path / "missing.ckpt")).run()
     assert "no such file" in at.error[0].value
     at.sidebar.text_input(key="ckpt_typed").set_value("best").run()
@@ -120,7 +229,9 @@ def test_app_takes_last_for_the_newest_runs_checkpoint(app_env: Path) -> None:
 
 
 @pytest.fixture
-def streamlit_server(app_env: Path, tmp_path: Path) -> Iterator[str]:
+def streamlit_server(chat_checkpoint: Path, tmp_path: Path) -> Iterator[str]:
+    """`streamlit run app.py ... -- OVERRIDES`: quantize=none shows as "fp32 weights" (the
+    default, auto, holds int8 weights on the CPU), so the page proves the overrides got through."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
     command = [
@@ -134,6 +245,10 @@ def streamlit_server(app_env: Path, tmp_path: Path) -> Iterator[str]:
         "--server.address=127.0.0.1",
         "--browser.gatherUsageStats=false",
         "--server.fileWatcherType=none",
+        "--",
+        f"ckpt_path={chat_checkpoint}",
+        f"paths.root_dir={root_of(chat_checkpoint)}",
+        "quantize=none",
     ]
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "streamlit.log"
@@ -190,6 +305,7 @@ def test_real_browser_types_a_message_and_sees_the_reply(
     sidebar = page.get_by_test_id("stSidebar")
     expect(sidebar).to_contain_text("Ana", **wait)
     expect(sidebar).to_contain_text("jazz", **wait)
+    expect(sidebar).to_contain_text("fp32 weights", **wait)  # quantize=none, after `--`
     screenshot = page.screenshot(path=tmp_path / "web_ui.png", full_page=True)
     assert screenshot[:8] == b"\x89PNG\r\n\x1a\n"
     target = os.environ.get("DIALOGLAB_SCREENSHOT")

@@ -1,15 +1,17 @@
-"""`streamlit run app.py`: a web chat with any checkpoint under outputs/.
+"""`streamlit run app.py [-- OVERRIDES]`: a web chat with any checkpoint under outputs/.
 
-Sidebar: the checkpoint (every `outputs/**/checkpoints/*.ckpt` under `DIALOGLAB_ROOT` or the
-working directory, newest first, or a typed path, `best` or `last`; `DIALOGLAB_CKPT` preselects
-one), how the
-weights are held (auto | none | int8 | bf16, as `quantize` of conf/chat.yaml; `DIALOGLAB_QUANTIZE`
-preselects one, default auto: int8 on the CPU), decoding controls (a preset from
-conf/decoding/ and its fields), what the bot remembers about you (with a button to forget it)
-and a button to start over. Each browser session has its own history and
-memory. For gru_attn models, the attention of the last reply is drawn as a heat-map (source words
-x reply words). The model is loaded once per checkpoint, weights setting and process
-(`st.cache_resource`).
+    streamlit run app.py -- ckpt_path=best quantize=int8 decoding=beam paths.root_dir=/data/runs
+
+The script's arguments are Hydra overrides of conf/chat.yaml (plus conf/paths/), composed by
+`web_settings`; they only preselect what the sidebar shows, and a bad one is shown on the page.
+Sidebar: the checkpoint (every `outputs/**/checkpoints/*.ckpt` under `paths.root_dir`, newest
+first, or a typed path, `best` or `last`; `ckpt_path` preselects one), how the weights are held
+(auto | none | int8 | bf16: `quantize`, default auto: int8 on the CPU), decoding controls (a
+preset from conf/decoding/ and its fields; `decoding=...` preselects them), what the bot
+remembers about you (with a button to forget it) and a button to start over. Each browser
+session has its own history and memory. For gru_attn models, the attention of the last reply is
+drawn as a heat-map (source words x reply words). The model is loaded once per checkpoint,
+weights setting and process (`st.cache_resource`).
 
 The project's `.streamlit/config.toml` binds the server to 127.0.0.1 and turns Streamlit's usage
 statistics off; `--server.address=0.0.0.0` opens it to the network.
@@ -17,7 +19,6 @@ statistics off; `--server.address=0.0.0.0` opens it to the network.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from dialoglab.chat.bot import (
     Session,
     decoding_config,
 )
-from dialoglab.errors import DialoglabError
+from dialoglab.chat.web_settings import WebSettings, web_settings
+from dialoglab.errors import ConfigError, DialoglabError
 from dialoglab.experiment.runner import find_checkpoints, resolve_ckpt_path
 from dialoglab.generation import STRATEGIES, DecodingConfig, preset_names
 from dialoglab.models.quantize import QUANTIZE_CHOICES
@@ -40,23 +42,31 @@ from dialoglab.models.quantize import QUANTIZE_CHOICES
 TITLE = "dialoglab chat"
 
 
-def root_dir() -> Path:
-    return Path(os.environ.get("DIALOGLAB_ROOT") or Path.cwd())
+def page_settings() -> WebSettings:
+    """This browser session's settings, composed from the script's arguments on its first run."""
+    if "web_settings" not in st.session_state:
+        st.session_state.web_settings = web_settings()
+    return st.session_state.web_settings
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def load_bot(path: str, quantize: str = DEFAULT_QUANTIZE) -> Chatbot:
-    return Chatbot.from_checkpoint(path, quantize=quantize)
+def load_bot(
+    path: str,
+    quantize: str = DEFAULT_QUANTIZE,
+    device: str = "cpu",
+    accel: dict[str, Any] | None = None,
+) -> Chatbot:
+    return Chatbot.from_checkpoint(path, quantize=quantize, device=device, accel=accel)
 
 
 # -----------------------------------------------------------------------------
 # Sidebar
 
 
-def choose_checkpoint() -> str | None:
-    root = root_dir()
+def choose_checkpoint(settings: WebSettings) -> str | None:
+    root = settings.root_dir
     options = [str(p) for p in find_checkpoints(root)]
-    preselected = os.environ.get("DIALOGLAB_CKPT")
+    preselected = settings.ckpt_path
     if preselected:
         options = [preselected, *(o for o in options if o != preselected)]
 
@@ -81,14 +91,12 @@ WEIGHTS_LABELS = {
 }
 
 
-def choose_quantize() -> str:
-    """How the model holds its weights (`quantize`); DIALOGLAB_QUANTIZE preselects one."""
-    preselected = os.environ.get("DIALOGLAB_QUANTIZE", DEFAULT_QUANTIZE).strip().lower()
-    index = QUANTIZE_CHOICES.index(preselected) if preselected in QUANTIZE_CHOICES else 0
+def choose_quantize(settings: WebSettings) -> str:
+    """How the model holds its weights; the `quantize` setting preselects one."""
     return st.selectbox(
         "Weights",
         QUANTIZE_CHOICES,
-        index=index,
+        index=QUANTIZE_CHOICES.index(settings.quantize),
         format_func=lambda q: WEIGHTS_LABELS.get(q, q),
         key="quantize",
         help="int8: 1.5-4x faster replies on the CPU, nearly all as in fp32",
@@ -120,15 +128,16 @@ def beam_controls(base: DecodingConfig, k: str) -> dict[str, Any]:
     return values
 
 
-def decoding_controls(bot: Chatbot) -> DecodingConfig:
-    """Widgets for a decoding preset and its fields; returns the resulting config."""
+def decoding_controls(bot: Chatbot, settings: WebSettings) -> DecodingConfig:
+    """Widgets for a decoding preset and its fields (the `decoding` setting preselects them);
+    returns the resulting config."""
     presets = preset_names(PRESETS_DIR)
+    first = next((p for p in (settings.decoding_preset, DEFAULT_DECODING) if p in presets), None)
     preset = st.selectbox(
-        "Decoding preset",
-        presets,
-        index=presets.index(DEFAULT_DECODING) if DEFAULT_DECODING in presets else 0,
+        "Decoding preset", presets, index=presets.index(first) if first is not None else 0
     )
-    base = decoding_config(preset)
+    chosen = preset == settings.decoding_preset and settings.decoding
+    base = decoding_config(settings.decoding if chosen else preset)
     k = f"dec_{preset}_"  # a new preset starts from its own values
     strategy = st.selectbox(
         "Strategy", STRATEGIES, index=STRATEGIES.index(base.strategy), key=k + "strategy"
@@ -223,18 +232,20 @@ def attention_figure(attention: Attention) -> Any:
 # Page
 
 
-def open_bot(path: str | None, quantize: str) -> Chatbot | None:
+def open_bot(path: str | None, quantize: str, settings: WebSettings) -> Chatbot | None:
     """The bot of the chosen checkpoint (`best` / `last` resolved under the root's outputs/);
     None, with a message on the page, when there is none or it cannot be loaded."""
     if not path:
         st.title(TITLE)
         st.info(
-            f"No checkpoint found under {root_dir() / 'outputs'}. Train one with "
-            "`python train.py experiment=quickstart`, or type a checkpoint path in the sidebar."
+            f"No checkpoint found under {settings.root_dir / 'outputs'}. Train one with "
+            "`python train.py experiment=quickstart`, type a checkpoint path in the sidebar, or "
+            "start the app with `streamlit run app.py -- paths.root_dir=DIR` (or ckpt_path=PATH)."
         )
         return None
     try:
-        return load_bot(resolve_ckpt_path(path, root_dir()), quantize)
+        ckpt = resolve_ckpt_path(path, settings.root_dir)
+        return load_bot(ckpt, quantize, settings.device, settings.accel)
     except DialoglabError as err:
         st.title(TITLE)
         st.error(str(err))
@@ -298,11 +309,17 @@ def show_attention(bot: Chatbot, messages: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     st.set_page_config(page_title=TITLE, page_icon=":speech_balloon:", layout="wide")
+    try:
+        settings = page_settings()
+    except ConfigError as err:
+        st.title(TITLE)
+        st.error(str(err).replace("\n", "  \n"))  # markdown: keep Hydra's line breaks
+        return
     with st.sidebar:
         st.header(TITLE)
-        path = choose_checkpoint()
-        quantize = choose_quantize()
-    bot = open_bot(path, quantize)
+        path = choose_checkpoint(settings)
+        quantize = choose_quantize(settings)
+    bot = open_bot(path, quantize, settings)
     if bot is None:
         return
     session = current_session(bot)
@@ -313,7 +330,7 @@ def main() -> None:
             f"{'fp32' if bot.weights == 'none' else bot.weights} weights"
         )
         with st.expander("Decoding", expanded=False):
-            decoding = decoding_controls(bot)
+            decoding = decoding_controls(bot, settings)
 
     # The message is answered before the page is drawn, so the memory panel is up to date.
     prompt = st.chat_input("Say something...")

@@ -4,7 +4,6 @@ errors without tracebacks, run reports."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 import warnings
@@ -25,10 +24,9 @@ from dialoglab.experiment.console import log_to_files, print_error, quiet_third_
 
 log = logging.getLogger(__name__)
 
-# conf/ sits at the repository root; DIALOGLAB_CONFIG_DIR points elsewhere (e.g. a user's copy).
-CONFIG_DIR = Path(
-    os.environ.get("DIALOGLAB_CONFIG_DIR", Path(__file__).resolve().parents[3] / "conf")
-)
+# The package's conf/ (the repository's conf/, linked as src/dialoglab/conf and installed with
+# the package). A copy of it is used with Hydra's own `--config-path DIR` (docs/architecture.md).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 console = Console(stderr=False)
 

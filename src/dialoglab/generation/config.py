@@ -16,8 +16,8 @@ from typing import Any
 from dialoglab.errors import ConfigError
 
 STRATEGIES = ("greedy", "beam", "sample")
-# The presets of this repository's conf/ (src/dialoglab/generation/config.py -> <repo>/conf).
-DEFAULT_PRESETS_DIR = Path(__file__).resolve().parents[3] / "conf" / "decoding"
+# The presets of the package's conf/ (the repository's conf/, linked as src/dialoglab/conf).
+DEFAULT_PRESETS_DIR = Path(__file__).resolve().parents[1] / "conf" / "decoding"
 
 
 @dataclass

@@ -67,6 +67,9 @@ class DialoglabOptunaSweeper(Sweeper):
     """Optuna sweeper: RDB storage, resume, failed and pruned trials (dialoglab.experiment.sweeper)."""
 
     def __init__(self, **kwargs: Any) -> None:
+        from dialoglab.extras import exit_unless_installed
+
+        exit_unless_installed("sweeps", "optuna", "sqlalchemy")  # one line, not a traceback
         from dialoglab.experiment.sweeper import OptunaSweep
 
         self.sweep_impl = OptunaSweep(**kwargs)
