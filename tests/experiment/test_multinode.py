@@ -4,8 +4,11 @@ start them: Lightning's own variables (MASTER_ADDR, MASTER_PORT, NODE_RANK) with
 
 - Every node composes its config alone; both must train in one run directory (given with
   hydra.run.dir=, or named after torchrun's --rdzv-id) and agree on the config.
-- With lr=0 the weights stay those of the seeded initialisation, so validation and test over
-  the whole split (sharded, never padded) must measure what one process measures.
+- Trained (lr > 0) with 16 examples per node, they must end where one process with 32 per batch
+  ends: each step's two batches are its batch, the gradient is the per-token mean over both, and
+  validation and test over the whole split are sharded, never padded. Dropout is 0: each rank
+  draws its own masks, which cannot match one process's. Rounding differences (gradients summed
+  in another order) stay far below 1e-5 over a few steps; long fp32 runs amplify them.
 - Rank 0 alone writes CSV, W&B and checkpoints.
 - A node killed mid-run ends the other quickly with a clear error; `resume=auto` on both nodes
   then ends exactly where an uninterrupted two-node run ends (each rank's data position and RNG).
@@ -27,16 +30,19 @@ from tests.helpers.nodes import lightning_envs, lightning_node, node_env, run_no
 pytestmark = pytest.mark.slow
 
 QUIET = ["sample_replies=0", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
-FROZEN = [  # lr=0: one process and two nodes must measure the same weights alike
+SAME_GLOBAL_BATCH = [  # trained: one process (batch 32) and two nodes (16 each) must end alike
     "data=chatterbot",
     *TINY_GRU[:4],
     "model.val_generate=40",
-    "model.optimizer.lr=0",
+    "model.net.dropout=0",
+    "model.optimizer.lr=0.01",
     "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
+    "trainer.limit_train_batches=3",
     *QUIET,
 ]
+ONE_PROCESS = [*SAME_GLOBAL_BATCH, "data.batch_size=32", "trainer=cpu"]
 TWO_NODES = ["trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"]
+TWO_NODE_BATCHES = [*SAME_GLOBAL_BATCH, "data.batch_size=16", *TWO_NODES]
 
 
 def metrics_of(run_dir: Path) -> dict[str, float]:
@@ -46,7 +52,7 @@ def metrics_of(run_dir: Path) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
     root = tmp_path_factory.mktemp("one_process")
-    result = run_cli("train.py", *FROZEN, "logger=csv", "trainer=cpu", cwd=root)
+    result = run_cli("train.py", *ONE_PROCESS, "logger=csv", cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (root / "outputs" / "train" / "runs").iterdir()
     return metrics_of(run_dir)
@@ -83,8 +89,7 @@ def test_lightning_variables_two_nodes(one_process: dict[str, float], tmp_path: 
     run_dir = tmp_path / "shared_run"
     overrides = [
         f"paths.root_dir={tmp_path}",
-        *FROZEN,
-        *TWO_NODES,
+        *TWO_NODE_BATCHES,
         "logger=many",  # W&B (offline) + CSV: rank 0 only
         f"hydra.run.dir={run_dir}",
     ]
@@ -98,7 +103,7 @@ def test_lightning_variables_two_nodes(one_process: dict[str, float], tmp_path: 
 def test_torchrun_two_nodes_share_the_rendezvous_run_dir(
     one_process: dict[str, float], tmp_path: Path
 ) -> None:
-    overrides = [f"paths.root_dir={tmp_path}", *FROZEN, *TWO_NODES, "logger=csv"]
+    overrides = [f"paths.root_dir={tmp_path}", *TWO_NODE_BATCHES, "logger=csv"]
     port = free_port()
     commands = [torchrun_node(rank, port, overrides, rdzv_id="job42") for rank in (0, 1)]
     nodes = run_nodes(commands, [node_env(tmp_path)] * 2, tmp_path)

@@ -267,6 +267,7 @@ class DialogueDataModule(LightningDataModule):
                     rank=rank,
                     shuffle=shuffle,
                     seed=seed,
+                    batch_size=self.batch_size,
                 )
             else:
                 sampler = UnpaddedDistributedSampler(indices, world_size, rank)

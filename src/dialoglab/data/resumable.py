@@ -36,6 +36,13 @@ class SkipsOnce:
         yield from order[start:]
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The permutation of range(n) that epoch `epoch` of a run seeded `seed` trains in."""
+    generator = torch.Generator()
+    generator.manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**63)
+    return torch.randperm(n, generator=generator).tolist()
+
+
 class ResumableShuffleSampler(SkipsOnce, Sampler[int]):
     """A permutation of range(n) drawn from (seed, epoch); `resume_at` skips its first items once."""
 
@@ -49,9 +56,7 @@ class ResumableShuffleSampler(SkipsOnce, Sampler[int]):
         self.epoch = int(epoch)
 
     def order(self, epoch: int) -> list[int]:
-        generator = torch.Generator()
-        generator.manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
-        return torch.randperm(self.n, generator=generator).tolist()
+        return epoch_order(self.n, self.seed, epoch)
 
     def __iter__(self) -> Iterator[int]:
         return self.skip_resumed(self.order(self.epoch))
@@ -61,11 +66,36 @@ class ResumableShuffleSampler(SkipsOnce, Sampler[int]):
 
 
 class ResumableDistributedSampler(SkipsOnce, DistributedSampler):
-    """This rank's shard of a (seed, epoch) shuffle, as `DistributedSampler` draws it, that can
-    skip the first items of an epoch once: each rank of a resumed DDP run continues its shard."""
+    """Rank r of W takes items r, r+W, r+2W, ... of the one-process (seed, epoch) order, and can
+    skip the first items of an epoch once (each rank of a resumed DDP run continues its shard).
+
+    With `batch_size` B per rank, step k's batches of all ranks together are exactly batch k of
+    one process with batch size B*W (the last one too), so a W-rank run trains on what one
+    process does. Ranks must draw equally many batches, so the order is padded (with its first
+    items, as `DistributedSampler` pads) only when the last global batch has fewer than W items.
+    """
+
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int,
+        rank: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        batch_size: int = 1,
+    ) -> None:
+        super().__init__(dataset, num_replicas, rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
+        n, world = len(dataset), num_replicas
+        tail = n % (batch_size * world)
+        self.total_size = n + (world - tail if 0 < tail < world else 0)
+        self.num_samples = len(range(rank, self.total_size, world))
 
     def __iter__(self) -> Iterator[int]:
-        return self.skip_resumed(list(super().__iter__()))
+        n = len(self.dataset)  # type: ignore[arg-type]
+        order = epoch_order(n, self.seed, self.epoch) if self.shuffle else list(range(n))
+        while len(order) < self.total_size:  # pad: the last global batch is too short to split
+            order += order[: self.total_size - len(order)]
+        return self.skip_resumed(order[self.rank : self.total_size : self.num_replicas])
 
 
 RESUMABLE_SAMPLERS = (ResumableShuffleSampler, ResumableDistributedSampler)

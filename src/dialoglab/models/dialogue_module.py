@@ -17,6 +17,7 @@ from torchmetrics import MinMetric
 from dialoglab.errors import ConfigError, TrainingError
 from dialoglab.generation import DecodingConfig
 from dialoglab.metrics import GenerationMetrics, LikelihoodMetrics
+from dialoglab.models.token_mean import global_token_mean
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,12 @@ class DialogueModule(LightningModule):
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        tokens = self.count_tokens(batch)
-        loss = self.nll(batch, label_smoothing=self.label_smoothing) / tokens.clamp(min=1)
-        if not torch.isfinite(loss):
-            return self.on_nonfinite_loss(loss, batch_idx)
-        self.log("train/loss", loss, prog_bar=True, batch_size=self.batch_size_of(batch))
+        # Per-token mean over the global batch (all ranks' tokens), see models/token_mean.py.
+        nll = self.nll(batch, label_smoothing=self.label_smoothing)
+        loss, mean = global_token_mean(nll, self.count_tokens(batch))
+        if not torch.isfinite(mean):
+            return self.on_nonfinite_loss(mean, batch_idx)
+        self.log("train/loss", mean, prog_bar=True, batch_size=self.batch_size_of(batch))
         if self.skipped_nonfinite:
             self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), reduce_fx="max")
         return loss
