@@ -134,10 +134,10 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def bare_trainer(**options: Any) -> Any:
-    """A CPU `lightning.Trainer` without logger, checkpoints, progress bar, model summary or sanity
+    """A CPU `pytorch_lightning.Trainer` without logger, checkpoints, progress bar, model summary or sanity
     check, clipping at 50 as the recipes do (unless `options` say otherwise): what it times is
     the training loop itself."""
-    import lightning.pytorch as pl
+    import pytorch_lightning as pl
 
     bare = dict(accelerator="cpu", devices=1, gradient_clip_val=50.0, logger=False,
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -214,7 +214,7 @@ def environment() -> dict[str, Any]:
         "cpu": names[0] if names else platform.machine(),
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
-        "lightning": version("lightning"),
+        "lightning": version("pytorch-lightning"),
         "transformers": version("transformers"),
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),

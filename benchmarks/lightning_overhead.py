@@ -1,4 +1,4 @@
-"""Lightning overhead: GPT-2 scratch tokens/s through `lightning.Trainer` vs a plain loop.
+"""Lightning overhead: GPT-2 scratch tokens/s through `pytorch_lightning.Trainer` vs a plain loop.
 
 Both sides train copies of the same `CausalLMModule` on the same batches with the same optimizer
 and clipping; the Trainer has no logger, checkpoints or progress bar, so what is measured is the
@@ -12,7 +12,7 @@ import time
 from statistics import median
 from typing import Any
 
-import lightning.pytorch as pl
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
@@ -103,7 +103,7 @@ def paired_steps(
     trainer_module: Any, plain_module: Any, loader: DataLoader, clip: float
 ) -> tuple[list[float], list[float]]:
     """(Trainer seconds per step, plain-loop seconds per step): `trainer_module` trains through
-    lightning.Trainer over `loader`, and after each of its steps (in `on_train_batch_end`)
+    pytorch_lightning.Trainer over `loader`, and after each of its steps (in `on_train_batch_end`)
     `plain_module` takes one hand-written step on the loader's next batch. A Trainer step is the
     time from the end of that plain step to the next `on_train_batch_end`, hooks included."""
     optimizer = plain_module.configure_optimizers()  # scheduler=None: the optimizer alone

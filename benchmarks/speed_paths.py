@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback
+from pytorch_lightning import Callback
 
 from benchmarks.common import Figure, train_py
 

@@ -52,7 +52,7 @@ run() {
     export PYTHONPATH="$here/src:$here:$here/.gpu_site${PYTHONPATH:+:$PYTHONPATH}"
     local accel=${ACCEL:-gpu} py=${PY:-python3}
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
-    "$py" -c "import torch, lightning, transformers; print('torch', torch.__version__, 'cuda',
+    "$py" -c "import torch, pytorch_lightning as lightning, transformers; print('torch', torch.__version__, 'cuda',
 torch.version.cuda, 'available', torch.cuda.is_available(), '| lightning', lightning.__version__,
 '| transformers', transformers.__version__)"
     step bench "${BENCH_LIMIT:-300}" "$py" -m benchmarks --only gpu --out "$out/bench"

@@ -18,7 +18,7 @@ def test_import_dialoglab_loads_no_framework() -> None:
     """The public names are imported on first use, so `import dialoglab` stays cheap."""
     code = (
         "import sys, dialoglab; "
-        "print(sorted(m for m in ('torch', 'lightning', 'hydra', 'omegaconf') if m in sys.modules)); "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'hydra', 'omegaconf') if m in sys.modules)); "
         "print(sorted(n for n in dialoglab.__all__ if n in dir(dialoglab)))"
     )
     out = subprocess.run(

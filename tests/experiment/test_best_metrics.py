@@ -8,8 +8,8 @@ from unittest.mock import MagicMock
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 
 from dialoglab.experiment.best_metrics import EpochMetrics, label_wandb_summary, run_metrics
 from dialoglab.experiment.sweep_report import read_csv_log

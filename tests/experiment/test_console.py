@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import logging
 
-import lightning.pytorch as pl
 import pytest
+import pytorch_lightning as pl
 import torch
-from lightning.pytorch.utilities.model_summary import summarize
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from pytorch_lightning.utilities.model_summary import summarize
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from rich import get_console
 from torchmetrics import MeanMetric
 
@@ -26,7 +26,7 @@ def test_print_error_prints_brackets_as_text() -> None:
 def test_lightning_noise_is_dropped_and_the_rest_kept(caplog: pytest.LogCaptureFixture) -> None:
     quiet_third_party()
     quiet_third_party()  # twice: still one filter
-    name = "lightning.pytorch.utilities.rank_zero"
+    name = "pytorch_lightning.utilities.rank_zero"
     assert len(logging.getLogger(name).filters) == 1
     with caplog.at_level(logging.INFO, logger=name):
         rank_zero_info("💡 Tip: For seamless cloud logging, try installing [litlogger](...)")

@@ -6,7 +6,7 @@ import os
 import signal
 from typing import Any
 
-from lightning.pytorch import Callback
+from pytorch_lightning import Callback
 
 
 class KillAtStep(Callback):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
+from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dialoglab.data.cache import CACHE_FORMAT, atomic_torch_save, cache_key, load_cache

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import RichModelSummary
-from lightning.pytorch.utilities.model_summary import get_formatted_model_size
-from lightning.pytorch.utilities.model_summary import get_human_readable_count as count
+from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import RichModelSummary
+from pytorch_lightning.utilities.model_summary import get_formatted_model_size
+from pytorch_lightning.utilities.model_summary import get_human_readable_count as count
 from rich import get_console
 from rich.markup import escape
 from rich.table import Table

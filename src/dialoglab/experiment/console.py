@@ -15,9 +15,9 @@ from typing import TextIO
 from rich.console import Console
 from rich.text import Text
 
-# Lightning logs through these two names (lightning_fabric sets one, lightning.pytorch the other).
+# Lightning logs through these two names (lightning_fabric sets one, pytorch_lightning the other).
 RANK_ZERO_LOGGERS = (
-    "lightning.pytorch.utilities.rank_zero",
+    "pytorch_lightning.utilities.rank_zero",
     "lightning_fabric.utilities.rank_zero",
 )
 

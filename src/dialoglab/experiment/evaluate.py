@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning.pytorch as pl
+import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dialoglab import accel

@@ -8,13 +8,13 @@ import os
 from typing import Any
 
 import hydra
-from lightning.pytorch import Callback
-from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning import Callback
+from pytorch_lightning.loggers import CSVLogger, Logger
 
 log = logging.getLogger(__name__)
 
-WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
+WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
 
 
 def has_wandb_credentials() -> bool:

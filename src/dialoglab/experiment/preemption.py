@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch import Callback
+from lightning_fabric.plugins.environments import SLURMEnvironment
+from pytorch_lightning import Callback
 
 from dialoglab.errors import TrainingError
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import Callback
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning import Callback
+from pytorch_lightning.loggers import CSVLogger, Logger
 
 from dialoglab.data.cache import atomic_torch_save
 from dialoglab.errors import CheckpointError, ConfigError
@@ -49,7 +49,7 @@ CHECKPOINT_DIR = "checkpoints"
 RESUME_MODES = (None, "auto")
 # Keys that do not change what is trained: where it goes, how it is logged, how it is started.
 IGNORED_KEYS = ("paths", "hydra", "resume", "ckpt_path", "logger", "tags", "sample_replies")
-WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
+WANDB_TARGET = "pytorch_lightning.loggers.WandbLogger"
 
 
 # -- which run ---------------------------------------------------------------------------------

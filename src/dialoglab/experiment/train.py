@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning.pytorch as pl
+import pytorch_lightning as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from dialoglab import accel
 from dialoglab.errors import ConfigError

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
-from lightning.pytorch.loggers import WandbLogger
+from pytorch_lightning import LightningModule
+from pytorch_lightning.loggers import WandbLogger
 from torchmetrics import MinMetric
 
 from dialoglab.errors import ConfigError, TrainingError
