@@ -146,7 +146,13 @@ def test_ddp_trials_train_their_own_params_and_stop_together(tmp_path: Path) -> 
 def test_a_killed_sweep_resumes_with_the_same_command(tmp_path: Path) -> None:
     """Kill the sweep while trial 1 trains; the same command records it as interrupted (FAIL)
     and runs what is missing to reach n_trials finished trials."""
-    command = [*TRIALS, "trainer.max_epochs=30", "hydra.sweeper.n_trials=2"]
+    # no pruner: this is about resuming, and Hyperband may stop the rerun's quick trial
+    command = [
+        *TRIALS,
+        "hydra.sweeper.pruner=none",
+        "trainer.max_epochs=30",
+        "hydra.sweeper.n_trials=2",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     proc = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "train.py"), f"paths.root_dir={tmp_path}", *command],
