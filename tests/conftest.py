@@ -86,17 +86,21 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
-# Small and fast: a tiny model, CSV logging, a couple of batches.
-TINY_GRU = [
-    "model.net.hidden_size=16",
-    "model.net.encoder_n_layers=1",
-    "model.net.decoder_n_layers=1",
-    "model.val_generate=16",
+# A quiet CPU run: CSV logging, two sample replies, no progress bar or model summary.
+QUIET_CPU_RUN = [
     "logger=csv",
     "trainer.accelerator=cpu",
     "sample_replies=2",
     "callbacks.rich_progress_bar=null",
     "callbacks.model_summary=null",
+]
+# Small and fast: a tiny model, a couple of batches.
+TINY_GRU = [
+    "model.net.hidden_size=16",
+    "model.net.encoder_n_layers=1",
+    "model.net.decoder_n_layers=1",
+    "model.val_generate=16",
+    *QUIET_CPU_RUN,
 ]
 
 

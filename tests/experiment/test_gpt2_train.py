@@ -15,7 +15,7 @@ from dialoglab.experiment.evaluate import evaluate
 from dialoglab.experiment.export import export
 from dialoglab.experiment.train import train
 from dialoglab.models.causal_lm import CausalLMModule
-from tests.conftest import TINY_GRU
+from tests.conftest import QUIET_CPU_RUN, TINY_GRU
 from tests.helpers.synthetic_persona import rows, write_persona_jsonl
 
 TINY = [
@@ -27,11 +27,7 @@ TINY = [
     "model.tokenizer.max_length=64",
     "model.max_reply_length=8",
     "model.val_generate=16",
-    "logger=csv",
-    "trainer.accelerator=cpu",
-    "sample_replies=2",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
+    *QUIET_CPU_RUN,
 ]
 TINY_GPT2 = ["model=gpt2_scratch", *TINY]
 METRICS = ("train/loss", "val/loss", "val/ppl", "val/ppl_word", "val/bleu", "val/distinct_2")
