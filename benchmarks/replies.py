@@ -1,8 +1,7 @@
 """Replies: latency of one reply (p50/p95) and batched throughput, gru_attn and GPT-2 scratch.
 
-Each model is held as the chat front ends hold it (`accel.for_inference`): fp32, int8 (chat's
-default on the CPU) and int8 with `accel=none`, so the rows show what the accel paths save. The
-weights are untrained and every reply is held to its full length: the same work on every call.
+Each model is held as the chat front ends hold it (`accel.for_inference`): fp32 and int8
+(chat's default on the CPU). The weights are untrained and every reply is held to its full length: the same work on every call.
 """
 
 from __future__ import annotations
@@ -29,19 +28,15 @@ def _decoding(strategy: str = "greedy") -> Any:
     )
 
 
-def _variants(module: Any, accel_none_too: bool = True) -> dict[str, Any]:
-    """The module held as chat holds it: fp32, and where quantized kernels exist int8 (chat's
-    default) with the accel paths on and, when asked, off (`accel=none`)."""
+def _variants(module: Any) -> dict[str, Any]:
+    """The module held as chat holds it: fp32 (`quantize=none`), and int8 (chat's default on
+    the CPU) where quantized kernels exist."""
     from dialoglab import accel
     from dialoglab.models.quantize import int8_available
 
     variants = {"fp32": accel.for_inference(copy.deepcopy(module), "none")}
     if int8_available():
         variants["int8, chat default"] = accel.for_inference(copy.deepcopy(module), "int8")
-        if accel_none_too:
-            variants["int8, accel=none"] = accel.for_inference(
-                copy.deepcopy(module), "int8", accel.NONE
-            )
     return variants
 
 
@@ -111,9 +106,7 @@ def _gpt2_figures(quick: bool, n: int, batch: int) -> list[Figure]:
     note = f"CausalLMModule.generate_ids, {size['n_layer']} x {size['n_embd']}, {prompt_len}-token prompt"
     figures: list[Figure] = []
     decodings = {strategy: _decoding(strategy) for strategy in ("greedy", "beam")}
-    for (weights, held), strategy in itertools.product(
-        _variants(module, accel_none_too=False).items(), decodings
-    ):
+    for (weights, held), strategy in itertools.product(_variants(module).items(), decodings):
 
         def replies(k: int, count: int, m: Any = held, d: Any = decodings[strategy]) -> Any:
             rows = [(k + i) % len(prompts) for i in range(count)]

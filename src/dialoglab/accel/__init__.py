@@ -29,7 +29,6 @@ class AccelConfig:
     """Which speed paths run (`accel.<name>` in the config)."""
 
     fused_gru: bool = True  # CPU GRU layers as one autograd node each (C++ loops when built)
-    int8_kernels: bool = True  # quantize=int8 gru_attn: GRUs and decoder steps in C++
     sdpa_without_cudnn: bool = True  # GPT-2 on CUDA: no cuDNN attention plan per new shape
 
     @classmethod
@@ -53,7 +52,7 @@ class AccelConfig:
         return cls(**values)
 
 
-RETIRED = {"keep_freed_memory"}  # settings of removed paths, accepted and ignored
+RETIRED = {"keep_freed_memory", "int8_kernels"}  # settings of removed paths, accepted and ignored
 NONE = AccelConfig(**{field.name: False for field in dataclasses.fields(AccelConfig)})
 
 
@@ -85,7 +84,8 @@ def for_training(net: nn.Module, settings: Any = None) -> nn.Module:
 
 def for_inference(model: Any, quantize: Any = "auto", settings: Any = None) -> Any:
     """Hold a restored model's weights as `quantize` says (`models.quantize`), then swap in the
-    inference speed paths `settings` enables. Returns the model, in eval mode."""
+    speed paths `settings` enables (the training ones: fp32 GRUs still run fused; torch.ao's
+    int8 layers are left as they are). Returns the model, in eval mode."""
     from dialoglab.models.quantize import quantize_model
 
     settings = AccelConfig.from_any(settings)
@@ -93,8 +93,4 @@ def for_inference(model: Any, quantize: Any = "auto", settings: Any = None) -> A
     net = getattr(model, "net", None)
     if isinstance(net, nn.Module):
         for_training(net, settings)
-        if settings.int8_kernels and getattr(model, "inference_weights", "") == "int8":
-            from dialoglab.accel.gru_attn import use_int8_kernels
-
-            use_int8_kernels(net)
     return model

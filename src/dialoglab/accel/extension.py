@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 NAME = "dialoglab_accel"
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = [CSRC / "fused_gru_loops.cpp", CSRC / "int8_decoding.cpp"]
+SOURCES = [CSRC / "fused_gru_loops.cpp"]
 HEADERS = [CSRC / "gru_gates.h"]
 # OpenMP where torch itself uses GNU OpenMP (Linux): at::parallel_for then runs on torch's pool.
 _OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []

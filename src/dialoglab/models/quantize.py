@@ -8,8 +8,7 @@
   only. At batch 1 decoding reads every weight once per token and is bound by memory traffic,
   so 4x smaller weights are faster. GPT-2's projections are Hugging Face `Conv1D` layers, so
   they are first replaced by equal Linear layers (the output layer, tied to the embedding in
-  training, gets its own int8 copy). `dialoglab.accel` then runs gru_attn's int8 GRUs and
-  decoder steps in C++ (the same int8 weights).
+  training, gets its own int8 copy).
 - `bf16`: the weights cast to bfloat16; decoding scores the logits in fp32.
 - `auto`: `int8` on the CPU (where quantized kernels run), `none` on GPUs: the default of chat,
   serve and the web app.

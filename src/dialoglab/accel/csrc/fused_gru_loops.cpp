@@ -12,8 +12,7 @@
 // vectorises; on x86-64 Linux the functions are built for AVX-512, AVX2 and baseline x86-64 and
 // the CPU picks one at load time (GCC/Clang `target_clones`). A step's rows are split over
 // torch's intra-op threads (gru_gates.h `for_rows`; the extension is built with OpenMP on Linux).
-// The gate passes and the forward time loop (`forward_steps`) live in gru_gates.h, shared with
-// int8_decoding.cpp.
+// The gate passes and the forward time loop (`forward_steps`) live in gru_gates.h.
 
 #include <ATen/ATen.h>
 #include <torch/library.h>

@@ -1,7 +1,6 @@
-// What the extension's sources (fused_gru_loops.cpp, int8_decoding.cpp) share: the GRU gate
-// passes (each step's gate maths for one row in one vectorised pass, fp32 and bf16 storage,
-// the rows split over threads) and the forward time loop around them (`forward_steps`).
-// Private to the extension; every source gets its own copy (anonymous namespace).
+// The GRU gate passes of fused_gru_loops.cpp (each step's gate maths for one row in one
+// vectorised pass, fp32 and bf16 storage, the rows split over threads) and the forward time
+// loop around them (`forward_steps`). Private to the extension (anonymous namespace).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -186,9 +185,8 @@ void with_storage(bool bf16, const F& f) {
   }
 }
 
-// The forward time loop, for training (fused_gru_loops.cpp) and int8 inference
-// (int8_decoding.cpp). gi (N, 3H) holds each real token's input projection (plus whatever part
-// of b_hh the caller folded in); product(h_k) is h_k W_hh^T + b_gh for the k running rows, and
+// The forward time loop. gi (N, 3H) holds each real token's input projection (plus whatever
+// part of b_hh the caller folded in); product(h_k) is h_k W_hh^T + b_gh for the k running rows, and
 // b_gh alone is the product from a zero state (only read with zero_state). Returns gh (N, 3H)
 // = the products per token, rz (N, 2H), n (N, H), hs (T, B, H).
 template <typename Product>
