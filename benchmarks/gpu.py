@@ -43,7 +43,9 @@ def gpt2_flops_per_token(config: GPT2Config) -> int:
 
 
 def make_gpt2(config: GPT2Config, device: torch.device, attention: str = "sdpa") -> nn.Module:
-    """A randomly initialised GPT-2 of `config`'s size, dropout off (timing)."""
+    """A randomly initialised GPT-2 of `config`'s size, dropout off (timing), with train.py's
+    default speed paths (`accel=auto`)."""
+    from dialoglab import accel
     from dialoglab.models.components.gpt2 import SpecialIds, gpt2_from_scratch
 
     eos = config.vocab_size - 1
@@ -56,7 +58,7 @@ def make_gpt2(config: GPT2Config, device: torch.device, attention: str = "sdpa")
         dropout=0.0,
     )
     model.config._attn_implementation = attention
-    return model.to(device).train()
+    return accel.for_training(model).to(device).train()
 
 
 def gpt2_trainer(

@@ -3,7 +3,7 @@
 `experiment=cornell_gru` epoch time (fp32 and bf16-mixed) and GPT-2 scratch tokens/s on the
 Cornell slice, through `train.py` with `accel=auto` and `accel=none`. A path stays only if it saves
 >= 10 % of a training figure or keeps a reply latency within its target (docs/speed.md); reply
-latency with the paths on and off is the `replies` benchmark.
+latency is the `replies` benchmark.
 """
 
 from __future__ import annotations

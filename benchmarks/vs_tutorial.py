@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 
 from benchmarks.common import Figure, bare_trainer, synchronized, time_interleaved
+from dialoglab import accel
 from dialoglab.models.components.gru_attn import GRUAttnSeq2Seq
 from tests.helpers.tutorial_baseline import TutorialTrainer, tutorial_batch
 from tests.helpers.workloads import (
@@ -41,15 +42,16 @@ def step_times(
     size: GRUSize, batch_size: int, device: torch.device, repeats: int, settle: int = 0
 ) -> dict[str, float]:
     """Median seconds per training step on `device` ("tutorial", "fp32", "bf16"): the tutorial's
-    loop and our step in fp32 and under bf16 autocast, same initial weights and batch,
-    interleaved (`settle` untimed steps of the same side before each timed one)."""
+    loop and our step (with train.py's default speed paths, `accel=auto`) in fp32 and under bf16
+    autocast, same initial weights and batch, interleaved (`settle` untimed steps of the same
+    side before each timed one)."""
     torch.manual_seed(0)
     base = GRUAttnSeq2Seq(size.config()).to(device).train()
     batch = synthetic_batch(size.vocab, batch_size, size.length, size.length)
     batch = {k: v.to(device) for k, v in batch.items()}
     tutorial = TutorialTrainer(copy.deepcopy(base))
     tut_batch = tutorial_batch(batch, base.config.pad_id)
-    nets = {name: copy.deepcopy(base) for name in ("fp32", "bf16")}
+    nets = {name: accel.for_training(copy.deepcopy(base)) for name in ("fp32", "bf16")}
     optimizers = {name: make_optimizer(net) for name, net in nets.items()}
 
     def ours(name: str) -> None:
@@ -132,6 +134,7 @@ def _ours(dm: Any, size: GRUSize, clock: _Clock, max_steps: int) -> None:
         val_generate=0,
         n_samples=0,
     )
+    accel.for_training(module.net)  # as train.py does (accel=auto)
     trainer = bare_trainer(precision="bf16-mixed", max_epochs=1000, max_steps=max_steps,
                            val_check_interval=EVAL_EVERY, check_val_every_n_epoch=None,
                            callbacks=[clock])  # fmt: skip

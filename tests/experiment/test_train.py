@@ -12,7 +12,7 @@ import torch
 
 from dialoglab.experiment.evaluate import evaluate
 from dialoglab.experiment.train import train
-from tests.conftest import TINY_GRU, run_script
+from tests.conftest import QUIET_CPU_RUN, TINY_GRU, run_script
 
 
 def test_fast_dev_run_on_cornell_slice(make_cfg, cornell_subset: Path) -> None:
@@ -23,6 +23,16 @@ def test_fast_dev_run_on_cornell_slice(make_cfg, cornell_subset: Path) -> None:
     for name in ("test/ppl", "test/bleu", "test/distinct_1", "test/distinct_2", "test/rouge_l"):
         assert name in metrics, name
     assert 1.0 < metrics["val/ppl"] < 1e6
+
+
+@pytest.mark.parametrize("experiment", ["cornell", "cornell_gru"])
+def test_cornell_recipes_run_at_full_size(make_cfg, cornell_subset: Path, experiment: str) -> None:
+    """The README's Cornell commands: each recipe's own network and batch, one batch per stage."""
+    overrides = [f"experiment={experiment}", "debug=fast", f"data.path={cornell_subset}"]
+    cfg = make_cfg("train", [*overrides, *QUIET_CPU_RUN])
+    metrics = train(cfg)
+    assert cfg.model.net.hidden_size == {"cornell": 768, "cornell_gru": 500}[experiment]
+    assert 1.0 < metrics["val/ppl"] < 1e6 and 1.0 < metrics["test/ppl"] < 1e6
 
 
 def test_fast_dev_run_on_chatterbot(make_cfg) -> None:

@@ -6,13 +6,15 @@ falls back to it wherever it does not apply (another device, dtype or layer type
 one in (`dialoglab.accel.swap`) changes speed, never the state_dict or the results beyond
 float rounding.
 
-`FusedGRUEncoder` / `FusedGRUDecoder` run CPU GRU layers through `fused_gru`.
+`FusedGRUEncoder` / `FusedGRUDecoder` run CPU GRU layers through `fused_gru`; in bf16 the
+decoder's output layer takes a bucketed row count (`row_buckets`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from dialoglab.accel import row_buckets
 from dialoglab.accel.fused_gru import fused_gru, supports_fused
 from dialoglab.models.components.gru_attn import Decoder, Encoder, State
 
@@ -28,7 +30,8 @@ class FusedGRUEncoder(Encoder):
 
 class FusedGRUDecoder(Decoder):
     """`Decoder` whose CPU GRU runs through `fused_gru` for multi-token (teacher-forced) calls,
-    skipping each row's padding steps when `lengths` says where they start."""
+    skipping each row's padding steps when `lengths` says where they start; in bf16 its output
+    layer takes a bucketed row count (`row_buckets`)."""
 
     def run_rnn(
         self, x: torch.Tensor, state: State, lengths: torch.Tensor | None = None
@@ -36,3 +39,10 @@ class FusedGRUDecoder(Decoder):
         if x.size(1) > 1 and supports_fused(self.rnn, x):
             return fused_gru(self.rnn, x, state, lengths)  # (B, T, H), (L, B, H)
         return super().run_rnn(x, state, lengths)
+
+    def nll(
+        self, features: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+    ) -> torch.Tensor:
+        if row_buckets.wanted(features):  # extra zero rows, their targets ignored (-100)
+            features, targets = row_buckets.padded(features), row_buckets.padded(targets, -100)
+        return super().nll(features, targets, label_smoothing)  # (N', H), (N',)
