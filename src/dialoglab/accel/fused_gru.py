@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dialoglab.accel import row_buckets
 from dialoglab.accel.extension import compiled_ops
+from dialoglab.accel.row_buckets import padded
 
 
 def compiled_loops() -> bool:
@@ -206,7 +206,7 @@ class GRULayerFunction(torch.autograd.Function):
 def _rows(t: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
     """`t` with zero rows up to a bucket's row count where its products run in bf16 (kernels
     built per shape: `row_buckets`), else `t`; zero rows add nothing to a weight's gradient."""
-    return row_buckets.padded(t) if compute_dtype in (torch.bfloat16, torch.float16) else t
+    return padded(t) if compute_dtype in (torch.bfloat16, torch.float16) else t
 
 
 def weight_grad(d_y: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from dialoglab.accel import row_buckets
 from dialoglab.accel.fused_gru import fused_gru, supports_fused
+from dialoglab.accel.row_buckets import padded, wanted
 from dialoglab.models.components.gru_attn import Decoder, Encoder, State
 
 
@@ -43,6 +43,6 @@ class FusedGRUDecoder(Decoder):
     def nll(
         self, features: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
     ) -> torch.Tensor:
-        if row_buckets.wanted(features):  # extra zero rows, their targets ignored (-100)
-            features, targets = row_buckets.padded(features), row_buckets.padded(targets, -100)
+        if wanted(features):  # extra zero rows, their targets ignored (-100)
+            features, targets = padded(features), padded(targets, -100)
         return super().nll(features, targets, label_smoothing)  # (N', H), (N',)
