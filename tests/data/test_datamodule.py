@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,16 @@ def test_chatterbot_test_pairs_never_appear_in_training() -> None:
     assert shared == 0 and held_out > 100
     moved = dm.read_stats["duplicates"]["moved"]
     assert moved.get("test->train", 0) > 50 and moved.get("val->train", 0) > 50
+
+
+def test_the_data_summary_is_one_line_with_the_duplicates(caplog: pytest.LogCaptureFixture) -> None:
+    """One event, one line: the summary carries the de-duplication, which is not told twice."""
+    dm = DialogueDataModule(ChatterbotReader, WordTokenizer(), cache_dir=None)
+    with caplog.at_level(logging.INFO, logger="dialoglab.data"):
+        dm.setup()
+    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data:")]
+    assert len(summaries) == 1, summaries
+    assert "examples repeat an earlier (context, reply) pair" in summaries[0]
 
 
 def test_split_all_scores_every_dialogue_with_a_given_vocabulary(tmp_path: Path) -> None:

@@ -130,8 +130,7 @@ class DialogueDataModule(LightningDataModule):
         }
         if self.deduplicate:
             examples, dedup = deduplicate(examples)
-            self.read_stats["duplicates"] = dedup.to_dict()
-            log.info("data: %s", dedup.describe())
+            self.read_stats["duplicates"] = dedup.to_dict()  # told in the data summary line
         return examples
 
     def _warn_empty_splits(self, parts: list[list[Any]], group_by: str) -> None:
