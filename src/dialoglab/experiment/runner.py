@@ -178,7 +178,7 @@ def report_run(
     directory and the command that evaluates it). Paths and replies are printed as text."""
     finish_wandb_run(failed=False)
     title = f"{task}: metrics of the {label}" if label else f"{task}: metrics"
-    table = Table(title=title, show_header=True)
+    table = Table(title=title, show_header=True, min_width=len(title) + 4)  # title on one line
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in sorted(metrics, key=lambda n: (n.startswith("last_epoch/"), n)):
