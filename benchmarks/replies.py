@@ -1,7 +1,8 @@
 """Replies: latency of one reply (p50/p95) and batched throughput, gru_attn and GPT-2 scratch.
 
 Each model is held as the chat front ends hold it (`accel.for_inference`): fp32 and int8
-(chat's default on the CPU). The weights are untrained and every reply is held to its full length: the same work on every call.
+(chat's default on the CPU). The weights are untrained and every reply is held to its full
+length: the same work on every call.
 """
 
 from __future__ import annotations

@@ -186,9 +186,9 @@ void with_storage(bool bf16, const F& f) {
 }
 
 // The forward time loop. gi (N, 3H) holds each real token's input projection (plus whatever
-// part of b_hh the caller folded in); product(h_k) is h_k W_hh^T + b_gh for the k running rows, and
-// b_gh alone is the product from a zero state (only read with zero_state). Returns gh (N, 3H)
-// = the products per token, rz (N, 2H), n (N, H), hs (T, B, H).
+// part of b_hh the caller folded in); product(h_k) is h_k W_hh^T + b_gh for the k running rows,
+// and b_gh alone is the product from a zero state (only read with zero_state). Returns gh
+// (N, 3H) = the products per token, rz (N, 2H), n (N, H), hs (T, B, H).
 template <typename Product>
 std::tuple<Tensor, Tensor, Tensor, Tensor> forward_steps(const Tensor& gi, const Tensor& h0,
                                                          const Tensor& b_gh,
