@@ -33,6 +33,9 @@ def test_wanted_only_for_bf16_products_on_the_cpu() -> None:
     assert row_buckets.wanted(torch.ones(2, dtype=torch.bfloat16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert row_buckets.wanted(torch.ones(2))
+    rows = torch.ones(3, 2)
+    assert row_buckets.for_products_in(rows, torch.float32) is rows
+    assert row_buckets.for_products_in(rows, torch.bfloat16).shape == (row_buckets.ROWS, 2)
 
 
 def _loss_and_grads(net: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:

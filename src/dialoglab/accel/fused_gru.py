@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dialoglab.accel.extension import compiled_ops
-from dialoglab.accel.row_buckets import padded
+from dialoglab.accel.row_buckets import for_products_in
 
 
 def compiled_loops() -> bool:
@@ -149,7 +149,8 @@ class GRULayerFunction(torch.autograd.Function):
             w_ih_t, w_hh_t = w_ih_c.t(), w_hh_c.t()  # (I, 3H), (H, 3H): transposed views
             x_p = pack_steps(x, active).to(cd)  # (N, I)
             N = x_p.size(0)
-            gi = torch.addmm(b_gi, _rows(x_p, cd), w_ih_t)[:N]  # (N, 3H), all steps at once
+            x_p = for_products_in(x_p, cd)  # (N', I): bf16 row buckets, zero rows after N
+            gi = torch.addmm(b_gi, x_p, w_ih_t)[:N]  # (N, 3H), all steps at once
             if compiled_loops():  # forward_steps below, in C++
                 gh, rz, n, hs = torch.ops.dialoglab_gru.forward_loop(
                     gi, h0.to(cd).contiguous(), w_hh_c, b_gh, active, zero_state, _gate_pass(cd)
@@ -183,7 +184,7 @@ class GRULayerFunction(torch.autograd.Function):
                 d_gh, d_gi, dh = _backward_steps(ctx, d_out, d_h_n, h_prev, rz, n, gh, w_hh_c)
             dx = dw_ih = dw_hh = db_ih = db_hh = None
             N = d_gi.size(0)
-            d_gi, d_gh, x_p, h_prev = (_rows(t, cd) for t in (d_gi, d_gh, x_p, h_prev))
+            d_gi, d_gh, h_prev = (for_products_in(t, cd) for t in (d_gi, d_gh, h_prev))
             if ctx.needs_input_grad[0]:
                 dx = _unpack(torch.mm(d_gi, w_ih_c)[:N], active, B).to(ctx.x_dtype)
             H = hs.size(2)
@@ -201,12 +202,6 @@ class GRULayerFunction(torch.autograd.Function):
                 db_hh = torch.cat([db_ih[: 2 * H], parts[3 * H :].to(wd)])
             dh0 = dh.to(h0.dtype) if ctx.needs_input_grad[1] else None
         return dx, dh0, dw_ih, dw_hh, db_ih, db_hh, None, None, None
-
-
-def _rows(t: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
-    """`t` with zero rows up to a bucket's row count where its products run in bf16 (kernels
-    built per shape: `row_buckets`), else `t`; zero rows add nothing to a weight's gradient."""
-    return padded(t) if compute_dtype in (torch.bfloat16, torch.float16) else t
 
 
 def weight_grad(d_y: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -27,6 +27,11 @@ def wanted(t: torch.Tensor) -> bool:
     return t.dtype in _LOW
 
 
+def for_products_in(t: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
+    """`t` padded (`padded`) where its products run in `compute_dtype` bf16/fp16, else `t`."""
+    return padded(t) if compute_dtype in _LOW else t
+
+
 def padded(t: torch.Tensor, value: float = 0.0) -> torch.Tensor:
     """`t` (M, ...) with rows of `value` appended up to a multiple of `ROWS`."""
     extra = -t.size(0) % ROWS
